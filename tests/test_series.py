@@ -1,0 +1,84 @@
+"""Consistency of the patch series in patches/.
+
+* every patch carries a Subject, and Bug/Forwarded lines (DEP-3 spirit);
+* the core patch (0001) of each series touches only linesearch.py/alias.py;
+* every test file a series adds to optax is byte-identical to the file of the
+  same name in optax_tests/ (one source of truth);
+* the main series records the upstream commit it is based on.
+"""
+
+import pathlib
+import re
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PATCHES = REPO / "patches"
+SERIES = sorted(p.parent for p in PATCHES.glob("*/0001-*.patch"))
+CORE_FILES = {"optax/_src/linesearch.py", "optax/_src/alias.py"}
+
+
+def _patches(series):
+  return sorted(series.glob("*.patch"))
+
+
+def _touched(text):
+  return re.findall(r"^diff --git a/(\S+) b/\S+$", text, flags=re.M)
+
+
+def _added_files(text):
+  """Contents of the files a patch creates, keyed by path."""
+  added = {}
+  for chunk in re.split(r"^(?=diff --git )", text, flags=re.M):
+    m = re.match(r"diff --git a/(\S+) b/\S+\nnew file mode", chunk)
+    if not m:
+      continue
+    body = chunk.split("\n@@ ", 1)[1].split("\n", 1)[1]
+    lines = []
+    for line in body.split("\n"):
+      if line.startswith("+"):
+        lines.append(line[1:])
+      elif line.startswith("-- ") or line == "--":  # format-patch signature
+        break
+    added[m.group(1)] = "\n".join(lines) + "\n"
+  return added
+
+
+def test_there_are_series():
+  names = {s.name for s in SERIES}
+  assert {"main", "0.2.7"} <= names, names
+
+
+@pytest.mark.parametrize("series", SERIES, ids=lambda s: s.name)
+def test_patch_headers(series):
+  for patch in _patches(series):
+    head = patch.read_text().split("\ndiff --git ", 1)[0]
+    assert re.search(r"^Subject: ", head, re.M), patch.name
+    assert re.search(r"^Bug: https://github.com/google-deepmind/optax/", head,
+                     re.M), patch.name
+    assert re.search(r"^Forwarded: ", head, re.M), patch.name
+
+
+@pytest.mark.parametrize("series", SERIES, ids=lambda s: s.name)
+def test_core_patch_is_minimal(series):
+  core = _patches(series)[0]
+  touched = set(_touched(core.read_text()))
+  assert touched and touched <= CORE_FILES, touched
+
+
+@pytest.mark.parametrize("series", SERIES, ids=lambda s: s.name)
+def test_added_test_files_are_the_ones_in_optax_tests(series):
+  added = {}
+  for patch in _patches(series):
+    added.update(_added_files(patch.read_text()))
+  test_files = {k: v for k, v in added.items() if k.endswith("_test.py")}
+  assert test_files, "the series adds no test file"
+  for path, content in test_files.items():
+    ours = REPO / "optax_tests" / pathlib.Path(path).name
+    assert ours.exists(), f"{path} has no source in optax_tests/"
+    assert content == ours.read_text(), f"{path} differs from {ours}"
+
+
+def test_main_series_records_its_base():
+  text = _patches(PATCHES / "main")[0].read_text()
+  assert re.search(r"^base-commit: [0-9a-f]{40}$", text, re.M)

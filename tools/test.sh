@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run). On a fresh machine with only
+# python3 it creates .venv from pyproject.toml, then:
+#   1. runs the repository's own tests (tests/: series consistency,
+#      bit-identical numerics, the tools);
+#   2. runs optax_tests/ on PRISTINE optax $VERSION and requires every test
+#      that targets a bug to fail there (tools/expect_failures.py);
+#   3. runs optax_tests/ on PATCHED optax $VERSION: all must pass;
+#   4. runs optax's own linesearch_test.py and the L-BFGS tests of
+#      alias_test.py on patched optax $VERSION: all must pass;
+#   5. the release matrix (tools/ci_matrix.sh) and the benchmark smoke test
+#      (tools/bench.sh --quick).
+# Pristine and patched optax are overlays built from the PyPI wheel
+# (tools/overlay.sh): the environment's own optax is never modified.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+VERSION=${OPTAX_VERSION:-0.2.8}
+SERIES=${OPTAX_SERIES:-patches/0.2.7}
+start=$SECONDS
+
+step() { printf '\n=== %s (%ds)\n' "$*" $((SECONDS - start)); }
+
+step "environment: .venv"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check . \
+  2> >(grep -v '^WARNING: Location' >&2)
+export PYTHON="$repo/.venv/bin/python"
+py=$PYTHON
+"$py" -c 'import jax, optax; print("jax", jax.__version__, "| env optax", optax.__version__)'
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/optax-typestable.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+bash tools/overlay.sh "$VERSION" "$work/pristine" >/dev/null
+bash tools/overlay.sh "$VERSION" "$work/patched" "$SERIES" >/dev/null
+
+# pytest exits 5 when it collected nothing: with `set -e` that fails the run.
+step "1. repository tests"
+"$py" -m pytest -q -n 2 tests
+
+step "2. optax_tests on pristine optax $VERSION: bug-targeting tests must fail"
+rc=0
+PYTHONPATH="$work/pristine" "$py" -m pytest -q -n 2 optax_tests \
+  -k "x64 and float32" --junitxml="$work/pristine.xml" >"$work/pristine.log" 2>&1 \
+  || rc=$?
+tail -n 1 "$work/pristine.log"
+if [ "$rc" -ne 1 ]; then
+  cat "$work/pristine.log"
+  echo "expected test failures (exit 1) on pristine optax, got exit $rc" >&2
+  exit 1
+fi
+"$py" tools/expect_failures.py "$work/pristine.xml"
+
+step "3. optax_tests on patched optax $VERSION"
+PYTHONPATH="$work/patched" "$py" -m pytest -q -n 2 optax_tests
+
+step "4. optax's own linesearch and L-BFGS tests on patched optax $VERSION"
+(
+  cd "$work/patched"
+  PYTHONPATH="$work/patched" "$py" -m pytest -q -n 2 -p no:cacheprovider \
+    optax/_src/linesearch_test.py
+  PYTHONPATH="$work/patched" "$py" -m pytest -q -n 2 -p no:cacheprovider \
+    optax/_src/alias_test.py -k "lbfgs or LBFGS"
+)
+
+step "done: all checks passed"
