@@ -43,8 +43,13 @@ LINESEARCH = '\n'.join(
 
 def git(repo, *args, env=None):
   full = dict(os.environ, **GIT_ENV, **(env or {}))
-  return subprocess.run(['git', '-C', str(repo), *args], check=True,
-                        text=True, capture_output=True, env=full).stdout
+  return subprocess.run(
+      ['git', '-C', str(repo), *args],
+      check=True,
+      text=True,
+      capture_output=True,
+      env=full,
+  ).stdout
 
 
 def edit(repo, old, new, path='optax/_src/linesearch.py'):
@@ -74,30 +79,65 @@ def fake(tmp_path):
   edit(repo, 'steps = jnp.asarray(0)', 'steps = jnp.asarray(0, dtype=int)')
   commit(repo, 'Make init type-stable.')
   (repo / 'optax' / '_src' / 'linesearch_ts_test.py').write_text(
-      'def test_ok():\n  pass\n')
+      'def test_ok():\n  pass\n'
+  )
   commit(repo, 'Add a test.')
   series = tmp_path / 'series'
-  git(repo, 'format-patch', '-q', '--zero-commit', '--no-signature',
-      f'--base={base}', '-o', str(series), f'{base}..fix')
+  git(
+      repo,
+      'format-patch',
+      '-q',
+      '--zero-commit',
+      '--no-signature',
+      f'--base={base}',
+      '-o',
+      str(series),
+      f'{base}..fix',
+  )
   git(repo, 'checkout', '-q', 'main')
   return repo, series, base
 
 
-def run_test_head(*args, env=None, cache):
-  full = {k: v for k, v in os.environ.items()
-          if k not in ('OPTAX_SDIST', 'TEST_HEAD_OFFLINE')}
+def run_test_head(*args, env=None, cache, cwd=None):
+  full = {
+      k: v
+      for k, v in os.environ.items()
+      if k not in ('OPTAX_SDIST', 'TEST_HEAD_OFFLINE')
+  }
   full.update(GIT_ENV, **(env or {}))
   proc = subprocess.run(
-      ['bash', str(TEST_HEAD), '--no-tests', '--no-lint', '--cache',
-       str(cache), *map(str, args)],
-      text=True, capture_output=True, env=full, timeout=120, check=False)
+      [
+          'bash',
+          str(TEST_HEAD),
+          '--no-tests',
+          '--no-lint',
+          '--cache',
+          str(cache),
+          *map(str, args),
+      ],
+      text=True,
+      capture_output=True,
+      env=full,
+      timeout=120,
+      check=False,
+      cwd=cwd,
+  )
   return proc.returncode, proc.stdout + proc.stderr
 
 
 def test_clean_apply(fake, tmp_path):
   repo, series, base = fake
-  code, out = run_test_head('--optax-src', repo, '--ref', 'main', '--series',
-                        series, cache=tmp_path / 'cache')
+  # Relative paths are relative to the caller's directory.
+  code, out = run_test_head(
+      '--optax-src',
+      'optax',
+      '--ref',
+      'main',
+      '--series',
+      'series',
+      cache=tmp_path / 'cache',
+      cwd=tmp_path,
+  )
   assert code == 0, out
   assert f'tested ref:  main = {base}' in out
   assert '0001-Make-init-type-stable.patch: applied cleanly' in out
@@ -114,8 +154,9 @@ def test_three_way_apply(fake, tmp_path):
   # line: plain `git apply` fails, the 3-way merge succeeds.
   edit(repo, '# line 10', '# line ten')
   head = commit(repo, 'upstream moves on')
-  code, out = run_test_head('--optax-src', repo, '--series', series,
-                        cache=tmp_path / 'cache')
+  code, out = run_test_head(
+      '--optax-src', repo, '--series', series, cache=tmp_path / 'cache'
+  )
   assert code == 0, out
   assert f'= {head}' in out
   assert '0001-Make-init-type-stable.patch: applied with 3-way merge' in out
@@ -127,8 +168,9 @@ def test_conflict_reports_hunk(fake, tmp_path):
   repo, series, _ = fake
   edit(repo, 'steps = jnp.asarray(0)', 'steps = jnp.zeros((), jnp.int32)')
   commit(repo, 'upstream changes the same line')
-  code, out = run_test_head('--optax-src', repo, '--series', series,
-                        cache=tmp_path / 'cache')
+  code, out = run_test_head(
+      '--optax-src', repo, '--series', series, cache=tmp_path / 'cache'
+  )
   assert code == 1, out
   assert '0001-Make-init-type-stable.patch: CONFLICT' in out
   assert 'conflict in optax/_src/linesearch.py' in out
@@ -147,10 +189,12 @@ def test_conflict_without_three_way_shows_rejected_hunk(fake, tmp_path):
   (other / 'optax' / '_src').mkdir(parents=True)
   git(other, 'init', '-q', '-b', 'main')
   (other / 'optax' / '_src' / 'linesearch.py').write_text(
-      LINESEARCH.replace('jnp.asarray(0)', 'jnp.zeros(())'))
+      LINESEARCH.replace('jnp.asarray(0)', 'jnp.zeros(())')
+  )
   commit(other, 'unrelated history')
-  code, out = run_test_head('--optax-src', other, '--series', series,
-                        cache=tmp_path / 'cache')
+  code, out = run_test_head(
+      '--optax-src', other, '--series', series, cache=tmp_path / 'cache'
+  )
   assert code == 1, out
   assert 'CONFLICT' in out
   assert 'hunk of optax/_src/linesearch.py that does not apply' in out
@@ -162,8 +206,9 @@ def test_already_upstream(fake, tmp_path):
   git(repo, 'merge', '-q', '--ff-only', 'fix')  # upstream took the series
   edit(repo, '# line 30', '# line thirty')
   head = commit(repo, 'and moved on')
-  code, out = run_test_head('--optax-src', repo, '--series', series,
-                        cache=tmp_path / 'cache')
+  code, out = run_test_head(
+      '--optax-src', repo, '--series', series, cache=tmp_path / 'cache'
+  )
   assert code == 0, out
   assert f'ALREADY FIXED UPSTREAM at {head}' in out
   assert 'git am' not in out  # nothing was patched
@@ -172,8 +217,9 @@ def test_already_upstream(fake, tmp_path):
 def test_partly_upstream_skips_upstreamed_patches(fake, tmp_path):
   repo, series, _ = fake
   git(repo, 'cherry-pick', 'fix~1')  # only the fix, not the test
-  code, out = run_test_head('--optax-src', repo, '--series', series,
-                        cache=tmp_path / 'cache')
+  code, out = run_test_head(
+      '--optax-src', repo, '--series', series, cache=tmp_path / 'cache'
+  )
   assert code == 0, out
   assert '0001-Make-init-type-stable.patch: already upstream' in out
   assert '0002-Add-a-test.patch: applied cleanly' in out
@@ -192,12 +238,15 @@ def make_sdist(repo, dest):
 def test_offline_falls_back_to_sdist(fake, tmp_path):
   repo, series, _ = fake
   sdist = make_sdist(repo, tmp_path)
-  code, out = run_test_head('--series', series, '--url',
-                        'https://invalid.example/optax.git',
-                        '--allow-sdist-fallback',
-                        env={'OPTAX_SDIST': str(sdist),
-                             'TEST_HEAD_OFFLINE': '1'},
-                        cache=tmp_path / 'cache')
+  code, out = run_test_head(
+      '--series',
+      series,
+      '--url',
+      'https://invalid.example/optax.git',
+      '--allow-sdist-fallback',
+      env={'OPTAX_SDIST': str(sdist), 'TEST_HEAD_OFFLINE': '1'},
+      cache=tmp_path / 'cache',
+  )
   assert code == 0, out
   assert 'THIS IS A RELEASE, NOT optax HEAD' in out
   assert 'optax-0.0.1.tar.gz' in out
@@ -209,33 +258,51 @@ def test_offline_falls_back_to_sdist(fake, tmp_path):
 def test_offline_default_url_uses_sdist_option(fake, tmp_path):
   repo, series, _ = fake
   sdist = make_sdist(repo, tmp_path)
-  code, out = run_test_head('--series', series, '--offline', '--sdist', sdist,
-                        cache=tmp_path / 'cache')
+  code, out = run_test_head(
+      '--series',
+      series,
+      '--offline',
+      '--sdist',
+      sdist,
+      cache=tmp_path / 'cache',
+  )
   assert code == 0, out
   assert 'RELEASE sdist optax-0.0.1.tar.gz (NOT HEAD)' in out
 
 
 def test_explicit_url_unreachable_is_an_error(fake, tmp_path):
   _, series, _ = fake
-  code, out = run_test_head('--series', series, '--url',
-                        'https://invalid.example/optax.git',
-                        env={'TEST_HEAD_OFFLINE': '1'},
-                        cache=tmp_path / 'cache')
+  code, out = run_test_head(
+      '--series',
+      series,
+      '--url',
+      'https://invalid.example/optax.git',
+      env={'TEST_HEAD_OFFLINE': '1'},
+      cache=tmp_path / 'cache',
+  )
   assert code == 2, out
   assert 'cannot reach' in out
 
 
 def test_unknown_ref_is_an_error(fake, tmp_path):
   repo, series, _ = fake
-  code, out = run_test_head('--optax-src', repo, '--ref', 'no-such-ref',
-                        '--series', series, cache=tmp_path / 'cache')
+  code, out = run_test_head(
+      '--optax-src',
+      repo,
+      '--ref',
+      'no-such-ref',
+      '--series',
+      series,
+      cache=tmp_path / 'cache',
+  )
   assert code == 2, out
   assert "unknown ref 'no-such-ref'" in out
 
 
 def _load(name):
-  spec = importlib.util.spec_from_file_location(name,
-                                                REPO / 'tools' / f'{name}.py')
+  spec = importlib.util.spec_from_file_location(
+      name, REPO / 'tools' / f'{name}.py'
+  )
   mod = importlib.util.module_from_spec(spec)
   sys.modules[name] = mod
   spec.loader.exec_module(mod)
@@ -244,13 +311,17 @@ def _load(name):
 
 def test_lint_counts_only_new_findings():
   th = _load('test_head')
-  before = [('a.py', 'E501', 'long', 'x = 1', 10),
-            ('a.py', 'E501', 'long', 'y = 2', 20)]
+  before = [
+      ('a.py', 'E501', 'long', 'x = 1', 10),
+      ('a.py', 'E501', 'long', 'y = 2', 20),
+  ]
   # Same findings on shifted lines, one more occurrence, one new line.
-  after = [('a.py', 'E501', 'long', 'x = 1', 12),
-           ('a.py', 'E501', 'long', 'y = 2', 22),
-           ('a.py', 'E501', 'long', 'y = 2', 30),
-           ('a.py', 'F841', 'unused', 'z = 3', 40)]
+  after = [
+      ('a.py', 'E501', 'long', 'x = 1', 12),
+      ('a.py', 'E501', 'long', 'y = 2', 22),
+      ('a.py', 'E501', 'long', 'y = 2', 30),
+      ('a.py', 'F841', 'unused', 'z = 3', 40),
+  ]
   new = th._new_findings(after, before)  # pylint: disable=protected-access
   assert [(x[1], x[4]) for x in new] == [('E501', 30), ('F841', 40)]
 
@@ -264,12 +335,27 @@ def test_make_pr_regenerates_byte_identical_patches(fake, tmp_path):
 
   def make_pr():
     proc = subprocess.run(
-        ['bash', str(MAKE_PR), '--from', str(repo), '--branch', 'fix',
-         '--base', base, '--series', str(out), '--no-pr'],
-        text=True, capture_output=True, check=False,
-        env=dict(os.environ, **GIT_ENV))
+        [
+            'bash',
+            str(MAKE_PR),
+            '--from',
+            str(repo),
+            '--branch',
+            'fix',
+            '--base',
+            base,
+            '--series',
+            str(out),
+            '--no-pr',
+        ],
+        text=True,
+        capture_output=True,
+        check=False,
+        env=dict(os.environ, **GIT_ENV),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
+
   log = make_pr()
   assert 'removed (stale): patches/0009-stale.patch' in log
   names = sorted(p.name for p in out.glob('*.patch'))
@@ -286,8 +372,14 @@ def test_make_pr_regenerates_byte_identical_patches(fake, tmp_path):
 
   # A rebase that changes the author date does not churn the Date header.
   git(repo, 'checkout', '-q', 'fix')
-  git(repo, 'commit', '-q', '--amend', '--no-edit',
-      '--date=2030-01-01T12:00:00Z')
+  git(
+      repo,
+      'commit',
+      '-q',
+      '--amend',
+      '--no-edit',
+      '--date=2030-01-01T12:00:00Z',
+  )
   git(repo, 'checkout', '-q', 'main')
   log = make_pr()
   assert 'has author date 2030-01-01' in log

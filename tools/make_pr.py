@@ -42,44 +42,60 @@ ISSUES = {
 # Root cause of hunks, matched by a line the hunk adds. A hunk without a note
 # falls back to the comments it adds (and make_pr warns).
 HUNK_NOTES = [
-    ('num_linesearch_steps=jnp.asarray(0, dtype=int)',
-     '`init` built the `info` scalars with `jnp.asarray(0)` / '
-     '`jnp.asarray(jnp.inf)`, which are *weakly typed*, while `update` returns '
-     'them strongly typed (`optax.tree.cast_like` uses `astype`). The state '
-     'of `init` and the state of `update` therefore have different avals, so '
-     'a jitted step is compiled twice and `lax.scan` / `while_loop` / `cond` '
-     'reject the carry under some dtype combinations. The fix gives the same '
-     'dtypes as before, explicitly, which makes them strongly typed.'),
-    ('cotangent = jnp.ones_like(new_value)',
-     'With `store_grad=True`, the gradient at the new parameters was obtained '
-     'by transposing the jvp of `value_fn` with the Python cotangent `1.0`, '
-     'which `jax.linear_transpose` rejects unless the objective has the '
-     'default float dtype (float16/bfloat16 objectives, float32 objectives '
-     'under `jax_enable_x64`). The gradient could also come out wider than '
-     'the one carried by the loop (float32 parameters, float64 updates), '
-     'which made `jax.lax.cond` fail. The cotangent now has the dtype of the '
-     'objective and the result is cast like the carried gradient.'),
-    ('def _compute_value_and_grad(p, a, kwa):',
-     '`value_and_grad_from_state` puts `(value, grad)` of the state and '
-     '`jax.value_and_grad(value_fn)(...)` in the two branches of '
-     '`jax.lax.cond`; when `value_fn` returns another dtype than the one '
-     'stored (a float64 objective of float32 parameters under x64, or a Python '
-     'float), the branches disagree and `cond` raises. The computed value and '
-     'gradient are now cast like the ones of the state.'),
-    ('optax.tree.cast_like(\n',
-     'Values computed inside `jax.lax.cond` are cast like the ones stored in '
-     'the state, so both branches have the same types.'),
+    (
+        'num_linesearch_steps=jnp.asarray(0, dtype=int)',
+        '`init` built the `info` scalars with `jnp.asarray(0)` / '
+        '`jnp.asarray(jnp.inf)`, which are *weakly typed*, while `update` returns '
+        'them strongly typed (`optax.tree.cast_like` uses `astype`). The state '
+        'of `init` and the state of `update` therefore have different avals, so '
+        'a jitted step is compiled twice and `lax.scan` / `while_loop` / `cond` '
+        'reject the carry under some dtype combinations. The fix gives the same '
+        'dtypes as before, explicitly, which makes them strongly typed.',
+    ),
+    (
+        'cotangent = jnp.ones_like(new_value)',
+        'With `store_grad=True`, the gradient at the new parameters was obtained '
+        'by transposing the jvp of `value_fn` with the Python cotangent `1.0`, '
+        'which `jax.linear_transpose` rejects unless the objective has the '
+        'default float dtype (float16/bfloat16 objectives, float32 objectives '
+        'under `jax_enable_x64`). The gradient could also come out wider than '
+        'the one carried by the loop (float32 parameters, float64 updates), '
+        'which made `jax.lax.cond` fail. The cotangent now has the dtype of the '
+        'objective and the result is cast like the carried gradient.',
+    ),
+    (
+        'def _compute_value_and_grad(p, a, kwa):',
+        '`value_and_grad_from_state` puts `(value, grad)` of the state and '
+        '`jax.value_and_grad(value_fn)(...)` in the two branches of '
+        '`jax.lax.cond`; when `value_fn` returns another dtype than the one '
+        'stored (a float64 objective of float32 parameters under x64, or a Python '
+        'float), the branches disagree and `cond` raises. The computed value and '
+        'gradient are now cast like the ones of the state.',
+    ),
+    (
+        'optax.tree.cast_like(\n',
+        'Values computed inside `jax.lax.cond` are cast like the ones stored in '
+        'the state, so both branches have the same types.',
+    ),
 ]
 
 
 def run(cmd, cwd=None, check=True, env=None):
   full_env = dict(os.environ)
   full_env.update(env or {})
-  proc = subprocess.run([str(c) for c in cmd], cwd=cwd, text=True,
-                        capture_output=True, env=full_env, check=False)
+  proc = subprocess.run(
+      [str(c) for c in cmd],
+      cwd=cwd,
+      text=True,
+      capture_output=True,
+      env=full_env,
+      check=False,
+  )
   if check and proc.returncode != 0:
-    sys.exit(f'make_pr: command failed: {" ".join(map(str, cmd))}\n'
-             f'{proc.stdout}{proc.stderr}')
+    sys.exit(
+        f'make_pr: command failed: {" ".join(map(str, cmd))}\n'
+        f'{proc.stdout}{proc.stderr}'
+    )
   return proc
 
 
@@ -92,7 +108,8 @@ def git(repo, *args, check=True):
 
 def rfc2822(iso):
   dt = datetime.datetime.strptime(iso, '%Y-%m-%dT%H:%M:%SZ').replace(
-      tzinfo=datetime.timezone.utc)
+      tzinfo=datetime.timezone.utc
+  )
   return email.utils.format_datetime(dt).replace('-0000', '+0000')
 
 
@@ -107,45 +124,83 @@ def series_base(series_dir):
 def format_patches(src, branch, base, out_dir, date):
   """Writes the patches of base..branch into out_dir; returns a summary."""
   tip = git(src, 'rev-parse', '--verify', f'{branch}^{{commit}}').stdout.strip()
-  if git(src, 'merge-base', '--is-ancestor', base, tip,
-         check=False).returncode != 0:
+  if (
+      git(src, 'merge-base', '--is-ancestor', base, tip, check=False).returncode
+      != 0
+  ):
     sys.exit(f'make_pr: base {base} is not an ancestor of {branch}')
   # Warn about author dates that are not the fixed series date.
   dates = git(src, 'log', '--format=%H %aI', f'{base}..{tip}').stdout.split(
-      '\n')
+      '\n'
+  )
   want = datetime.datetime.strptime(date, '%Y-%m-%dT%H:%M:%SZ').replace(
-      tzinfo=datetime.timezone.utc)
+      tzinfo=datetime.timezone.utc
+  )
   for line in filter(None, dates):
     sha, adate = line.split()
     if datetime.datetime.fromisoformat(adate) != want:
-      print(f'make_pr: note: {sha[:10]} has author date {adate}; the patch '
-            f'gets the series date {date} (keep the branch at that date: '
-            f"git rebase --exec 'git commit --amend --no-edit "
-            f"--date={date}' {base[:10]})")
+      print(
+          f'make_pr: note: {sha[:10]} has author date {adate}; the patch '
+          f'gets the series date {date} (keep the branch at that date: '
+          f"git rebase --exec 'git commit --amend --no-edit "
+          f"--date={date}' {base[:10]})"
+      )
   tmp = pathlib.Path(tempfile.mkdtemp(prefix='make_pr.'))
   try:
     # Pinned options: nothing of the user's git config leaks into the files.
-    cmd = ['git', '-C', src,
-           '-c', 'core.abbrev=8', '-c', 'diff.algorithm=myers',
-           '-c', 'diff.noprefix=false', '-c', 'diff.mnemonicPrefix=false',
-           '-c', 'diff.renames=false', '-c', 'diff.relative=false',
-           '-c', 'format.coverLetter=false', '-c', 'format.numbered=auto',
-           '-c', 'format.suffix=.patch', '-c', 'format.encodeEmailHeaders=true',
-           'format-patch', '--quiet', '--zero-commit', '--no-signature',
-           f'--base={base}', '--abbrev=8', '--filename-max-length=64',
-           '--no-notes', '--no-to', '--no-cc', '--no-add-header',
-           '--no-thread', '--binary', '-o', tmp, f'{base}..{tip}']
+    cmd = [
+        'git',
+        '-C',
+        src,
+        '-c',
+        'core.abbrev=8',
+        '-c',
+        'diff.algorithm=myers',
+        '-c',
+        'diff.noprefix=false',
+        '-c',
+        'diff.mnemonicPrefix=false',
+        '-c',
+        'diff.renames=false',
+        '-c',
+        'diff.relative=false',
+        '-c',
+        'format.coverLetter=false',
+        '-c',
+        'format.numbered=auto',
+        '-c',
+        'format.suffix=.patch',
+        '-c',
+        'format.encodeEmailHeaders=true',
+        'format-patch',
+        '--quiet',
+        '--zero-commit',
+        '--no-signature',
+        f'--base={base}',
+        '--abbrev=8',
+        '--filename-max-length=64',
+        '--no-notes',
+        '--no-to',
+        '--no-cc',
+        '--no-add-header',
+        '--no-thread',
+        '--binary',
+        '-o',
+        tmp,
+        f'{base}..{tip}',
+    ]
     # No global/system config: only the pinned options above apply.
-    run(cmd, env={'GIT_CONFIG_GLOBAL': os.devnull,
-                  'GIT_CONFIG_SYSTEM': os.devnull})
+    run(
+        cmd,
+        env={'GIT_CONFIG_GLOBAL': os.devnull, 'GIT_CONFIG_SYSTEM': os.devnull},
+    )
     new = sorted(tmp.glob('*.patch'))
     if not new:
       sys.exit(f'make_pr: no commit in {base}..{branch}')
     stamp = rfc2822(date)
     for p in new:
       text = p.read_text()
-      text = re.sub(r'^Date: .*$', f'Date: {stamp}', text, count=1,
-                    flags=re.M)
+      text = re.sub(r'^Date: .*$', f'Date: {stamp}', text, count=1, flags=re.M)
       p.write_text(text)
     out_dir.mkdir(parents=True, exist_ok=True)
     old = {p.name: p for p in out_dir.glob('*.patch')}
@@ -172,10 +227,11 @@ def format_patches(src, branch, base, out_dir, date):
 def parse_patch(path):
   text = path.read_text()
   head, _, rest = text.partition('\n---\n')
-  m = re.search(r'^Subject: (?:\[PATCH[^\]]*\] )?(.*(?:\n [^\n]*)*)', head,
-                re.M)
+  m = re.search(
+      r'^Subject: (?:\[PATCH[^\]]*\] )?(.*(?:\n [^\n]*)*)', head, re.M
+  )
   subject = re.sub(r'\n ', ' ', m.group(1)).strip() if m else path.stem
-  body = head[m.end():].strip('\n') if m else ''
+  body = head[m.end() :].strip('\n') if m else ''
   files = re.findall(r'^diff --git a/\S+ b/(\S+)$', rest, re.M)
   hunks = []
   cur = None
@@ -191,8 +247,14 @@ def parse_patch(path):
       cur['lines'].append(line)
     elif cur is not None:
       cur = None
-  return {'name': path.name, 'subject': subject, 'body': body,
-          'files': files, 'hunks': hunks, 'text': text}
+  return {
+      'name': path.name,
+      'subject': subject,
+      'body': body,
+      'files': files,
+      'hunks': hunks,
+      'text': text,
+  }
 
 
 def hunk_note(hunk):
@@ -200,8 +262,11 @@ def hunk_note(hunk):
   for pattern, note in HUNK_NOTES:
     if pattern.rstrip('\n') in added:
       return note, True
-  comments = [x.strip()[1:].strip() for x in added.splitlines()
-              if x.strip().startswith('#')]
+  comments = [
+      x.strip()[1:].strip()
+      for x in added.splitlines()
+      if x.strip().startswith('#')
+  ]
   if comments:
     return ' '.join(comments), False
   return '', False
@@ -214,8 +279,11 @@ def func_name(func):
 
 def body_paragraphs(body):
   """Commit message body without trailers."""
-  lines = [x for x in body.splitlines()
-           if not re.match(r'^(Bug|Forwarded|Fixes|Signed-off-by): ', x)]
+  lines = [
+      x
+      for x in body.splitlines()
+      if not re.match(r'^(Bug|Forwarded|Fixes|Signed-off-by): ', x)
+  ]
   return '\n'.join(lines).strip()
 
 
@@ -226,8 +294,13 @@ def linkify(text):
 
 
 def is_optional(patch):
-  return bool(re.search(r'optional|strict[- ]promotion', patch['subject'] +
-                        '\n' + patch['body'], re.I))
+  return bool(
+      re.search(
+          r'optional|strict[- ]promotion',
+          patch['subject'] + '\n' + patch['body'],
+          re.I,
+      )
+  )
 
 
 def summarize_failures(failures):
@@ -240,74 +313,103 @@ def summarize_failures(failures):
 
 
 def test_table(runs):
-  rows = ['| run | passed | failed | errors | skipped |',
-          '|---|---:|---:|---:|---:|']
+  rows = [
+      '| run | passed | failed | errors | skipped |',
+      '|---|---:|---:|---:|---:|',
+  ]
   for r in runs:
-    rows.append(f"| {r['name']} | {r['passed']} | {r['failed']} | "
-                f"{r['errors']} | {r['skipped']} |")
+    rows.append(
+        f"| {r['name']} | {r['passed']} | {r['failed']} | "
+        f"{r['errors']} | {r['skipped']} |"
+    )
   return '\n'.join(rows)
 
 
 def write_pr(report, patches, out):
-  main = [p for p in patches if not is_optional(p)]
-  optional = [p for p in patches if is_optional(p)]
+  optional = [p for p in patches[1:] if is_optional(p)]
+  main = [p for p in patches if p not in optional]
   first = patches[0]
   sha = report.get('commit', '?')
   lines = []
   add = lines.append
   add(f"# {first['subject'].rstrip('.')}")
   add('')
-  add(f"Fixes [#1207]({ISSUES['#1207']}). Follows up on "
-      f"[#1210]({ISSUES['#1210']}) (fixed for `num_linesearch_steps` in "
-      f"0.2.5) and [#1108]({ISSUES['#1108']}).")
-  add('')
+  problem = linkify(body_paragraphs(first['body']))
+  if 'Fixes [#1207]' not in problem:
+    add(
+        f"Fixes [#1207]({ISSUES['#1207']}). Follows up on "
+        f"[#1210]({ISSUES['#1210']}) and [#1108]({ISSUES['#1108']})."
+    )
+    add('')
   add('## Problem')
   add('')
-  add(linkify(body_paragraphs(first['body'])))
+  add(problem)
   add('')
   add('## Root cause, hunk by hunk')
   add('')
   n = 0
+  seen = {}
   for p in patches:
     code_hunks = [h for h in p['hunks'] if not h['file'].endswith('_test.py')]
     for h in code_hunks:
       n += 1
       note, curated = hunk_note(h)
       if not curated:
-        print(f"make_pr: note: no curated root cause for a hunk of {p['name']}"
-              f" ({h['file']} {h['header'].split('@@')[1].strip()}); using "
-              'its comments')
+        print(
+            f"make_pr: note: no curated root cause for a hunk of {p['name']}"
+            f" ({h['file']} {h['header'].split('@@')[1].strip()}); using "
+            'its comments'
+        )
       where = func_name(h['func'])
-      add(f"{n}. `{h['file']}`"
+      if note and note in seen:
+        note = (
+            f'Same root cause as {seen[note]}, here in {where or "this hunk"}.'
+        )
+      elif note:
+        seen[note] = f'hunk {n}'
+      add(
+          f"{n}. `{h['file']}`"
           + (f', in {where}' if where else '')
-          + f" ({p['name'][:4]}): {note or '(see the diff)'}")
+          + f" ({p['name'][:4]}): {note or '(see the diff)'}"
+      )
   add('')
   tests = [f for p in patches for f in p['files'] if f.endswith('_test.py')]
   if tests:
-    add('Tests: ' + ', '.join(f'`{t}`' for t in dict.fromkeys(tests))
+    add(
+        'Tests: '
+        + ', '.join(f'`{t}`' for t in dict.fromkeys(tests))
         + ' (public API only, parameterized over x64, dtypes, pytree '
-        'structures and linesearches).')
+        'structures and linesearches).'
+    )
     add('')
-  add('No public API change. Iterates are bit-identical to the unpatched '
-      'ones (evidence below).')
+  add(
+      'No public API change. Iterates are bit-identical to the unpatched '
+      'ones (evidence below).'
+  )
   add('')
 
   add('## Evidence')
   add('')
   src = report.get('source', '')
-  add(f"Produced by one run of our `tools/test_head.sh --evidence` against "
-      f"optax "
+  add(
+      f'Produced by one run of our `tools/test_head.sh --evidence` against '
+      f'optax '
       f"`{sha}` ({report.get('commit_subject', '')}), "
-      f"jax {report.get('versions_after', {}).get('jax', '?')}, CPU.")
+      f"jax {report.get('versions_after', {}).get('jax', '?')}, CPU."
+  )
   if report.get('is_release'):
     add('')
     add(f'> **Warning:** tested on a release sdist ({src}), NOT on HEAD.')
   add('')
   add('Patches applied with `git am -3`:')
   add('')
-  status_text = {'clean': 'applies cleanly', '3-way': 'applies with 3-way merge',
-                 'conflict': 'CONFLICTS', 'upstream': 'already upstream',
-                 'not attempted': 'not attempted'}
+  status_text = {
+      'clean': 'applies cleanly',
+      '3-way': 'applies with 3-way merge',
+      'conflict': 'CONFLICTS',
+      'upstream': 'already upstream',
+      'not attempted': 'not attempted',
+  }
   for a in report.get('apply', []):
     add(f"- `{a['name']}`: {status_text.get(a['status'], a['status'])}")
   add('')
@@ -316,9 +418,11 @@ def write_pr(report, patches, out):
   if before:
     add('### Before (unpatched HEAD)')
     add('')
-    add(f"The new type-stability tests, run on unpatched optax: "
+    add(
+        f'The new type-stability tests, run on unpatched optax: '
         f"**{before['failed'] + before['errors']} of {before['tests']} "
-        f"fail**, {before['passed']} pass.")
+        f"fail**, {before['passed']} pass."
+    )
     groups = summarize_failures(before['failures'])
     if groups:
       add('')
@@ -336,17 +440,25 @@ def write_pr(report, patches, out):
   if ev:
     add('### Compile count of a jitted `lbfgs` step')
     add('')
-    add('Jitted step `value_and_grad_from_state` + `lbfgs().update`, called '
+    add(
+        'Jitted step `value_and_grad_from_state` + `lbfgs().update`, called '
         f"{ev[0]['steps']} times on the Rosenbrock function; number of "
-        'traces (1 = compiled once):')
+        'traces (1 = compiled once):'
+    )
     add('')
     add('| case | before | after |')
     add('|---|---:|---:|')
     for row in ev:
-      b = row['traces_before'] if row['error_before'] is None else (
-          'error: ' + row['error_before'].split(':')[0])
-      a = row['traces_after'] if row['error_after'] is None else (
-          'error: ' + row['error_after'].split(':')[0])
+      b = (
+          row['traces_before']
+          if row['error_before'] is None
+          else ('error: ' + row['error_before'].split(':')[0])
+      )
+      a = (
+          row['traces_after']
+          if row['error_after'] is None
+          else ('error: ' + row['error_after'].split(':')[0])
+      )
       add(f"| `{row['case']}` | {b} | {a} |")
     errs = {row['error_before'] for row in ev if row['error_before']}
     for e in sorted(errs):
@@ -356,18 +468,26 @@ def write_pr(report, patches, out):
     add('### Numerics')
     add('')
     same = [r for r in ev if r['identical']]
-    comparable = [r for r in ev if r['error_before'] is None
-                  and r['error_after'] is None]
-    add(f"In the same runs, the sha256 of the raw bytes of all iterates and "
-        f"values is **identical before and after in {len(same)} of "
-        f"{len(comparable)} cases** that run unpatched "
-        '(the others fail unpatched):')
+    comparable = [
+        r for r in ev if r['error_before'] is None and r['error_after'] is None
+    ]
+    add(
+        f'In the same runs, the sha256 of the raw bytes of all iterates and '
+        f'values is **identical before and after in {len(same)} of '
+        f'{len(comparable)} cases** that run unpatched '
+        '(the others fail unpatched):'
+    )
     add('')
     add('| case | iterates sha256 (first 16) | bit-identical |')
     add('|---|---|---|')
     for r in ev:
-      ident = ('yes' if r['identical'] else
-               'n/a (fails unpatched)' if r['error_before'] else '**NO**')
+      ident = (
+          'yes'
+          if r['identical']
+          else 'n/a (fails unpatched)'
+          if r['error_before']
+          else '**NO**'
+      )
       add(f"| `{r['case']}` | `{r['sha256']}` | {ident} |")
     add('')
   lint = report.get('lint')
@@ -375,58 +495,93 @@ def write_pr(report, patches, out):
     tools = ', '.join(f'{k} {v}' for k, v in lint.get('tools', {}).items())
     add('### Lint')
     add('')
-    add(f"`ruff check` with optax's `pyproject.toml`, "
+    add(
+        f"`ruff check` with optax's `pyproject.toml`, "
         f"`.github/check_license_headers.py` and `pyink` with optax's "
-        f"`[tool.pyink]` ({tools}) on the touched files: "
-        + ('no new finding.' if lint['ok'] else
-           f"**{len(lint['new'])} new finding(s)**."))
+        f'`[tool.pyink]` ({tools}) on the touched files: '
+        + (
+            'no new finding.'
+            if lint['ok']
+            else f"**{len(lint['new'])} new finding(s)**."
+        )
+    )
     add('')
   if optional:
     add('## Optional patch')
     add('')
     for p in optional:
-      add(f"`{p['name']}` ({p['subject']}) is independent of "
+      add(
+          f"`{p['name']}` ({p['subject']}) is independent of "
           + ', '.join(f"`{q['name'][:4]}`" for q in main)
           + ': it is last in the series, nothing before it depends on it, '
           'and the fix above is complete without it. Maintainers may take it '
-          'or leave it; dropping it only drops that change and its test.')
+          'or leave it; dropping it only drops that change and its test.'
+      )
       add('')
   add('## Links')
   add('')
-  add(f"- [#1210]({ISSUES['#1210']}): dtype of the linesearch state "
-      'changes in `lax.scan` (fixed in 0.2.5 for `num_linesearch_steps`).')
-  add(f"- [#1207]({ISSUES['#1207']}): L-BFGS state not type-stable, jitted "
-      'step compiled twice.')
-  add(f"- [#1108]({ISSUES['#1108']}): earlier pull request on the weak "
-      'types of the linesearch state.')
-  add('')
-  add('I have signed the Google CLA.')
+  add(
+      f"- [#1210]({ISSUES['#1210']}) \"64 bit precision breaks LBFGS with "
+      'scan": the L-BFGS state changes dtype in `lax.scan` under x64.'
+  )
+  add(f"- [#1207]({ISSUES['#1207']}): fixed by this pull request.")
+  add(
+      f"- [#1108]({ISSUES['#1108']}) \"Avoid re-compilation and allow "
+      'non-float32 dtypes in the zoom_linesearch": an earlier, closed pull '
+      'request on the same recompilation.'
+  )
   text = '\n'.join(lines).rstrip('\n') + '\n'
   out.write_text(text)
 
 
 def run_test_head(optax_src, ref, json_path, extra):
-  cmd = [sys.executable, REPO / 'tools' / 'test_head.py', '--optax-src',
-         optax_src, '--ref', ref, '--evidence', '--json', json_path, *extra]
+  cmd = [
+      sys.executable,
+      REPO / 'tools' / 'test_head.py',
+      '--optax-src',
+      optax_src,
+      '--ref',
+      ref,
+      '--evidence',
+      '--json',
+      json_path,
+      *extra,
+  ]
   print('make_pr: running ' + ' '.join(map(str, cmd)), flush=True)
   proc = subprocess.run([str(c) for c in cmd], check=False)
   return proc.returncode
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(prog='tools/make_pr.sh', description=__doc__,
-                              formatter_class=argparse.RawTextHelpFormatter)
-  p.add_argument('--from', dest='src', metavar='DIR',
-                 help='optax checkout holding the working branch')
+  p = argparse.ArgumentParser(
+      prog='tools/make_pr.sh',
+      description=__doc__,
+      formatter_class=argparse.RawTextHelpFormatter,
+  )
+  p.add_argument(
+      '--from',
+      dest='src',
+      metavar='DIR',
+      help='optax checkout holding the working branch',
+  )
   p.add_argument('--branch', help='working branch (commits on top of base)')
-  p.add_argument('--base', help='base commit (default: base-commit of the '
-                 'current series, else merge-base with main)')
+  p.add_argument(
+      '--base',
+      help='base commit (default: base-commit of the '
+      'current series, else merge-base with main)',
+  )
   p.add_argument('--series', default=str(REPO / 'patches' / 'main'))
-  p.add_argument('--date', default=SERIES_DATE,
-                 help=f'Date of every patch (default {SERIES_DATE})')
+  p.add_argument(
+      '--date',
+      default=SERIES_DATE,
+      help=f'Date of every patch (default {SERIES_DATE})',
+  )
   p.add_argument('--no-pr', action='store_true', help='patches only')
-  p.add_argument('--report', help='use this test_head JSON report instead of '
-                 'running tools/test_head.py')
+  p.add_argument(
+      '--report',
+      help='use this test_head JSON report instead of '
+      'running tools/test_head.py',
+  )
   p.add_argument('--optax-src', help='repo for the test run (default --from)')
   p.add_argument('--ref', help='ref to test (default: the series base)')
   p.add_argument('--save-report', help='also keep the JSON report here')
@@ -440,7 +595,9 @@ def main(argv=None):
     base = args.base or series_base(series)
     if not base:
       base = git(src, 'merge-base', args.branch, 'main').stdout.strip()
-    base = git(src, 'rev-parse', '--verify', f'{base}^{{commit}}').stdout.strip()
+    base = git(
+        src, 'rev-parse', '--verify', f'{base}^{{commit}}'
+    ).stdout.strip()
     summary = format_patches(src, args.branch, base, series, args.date)
     for name, what in summary.items():
       print(f'make_pr: {what}: {series.name}/{name}')
@@ -472,8 +629,11 @@ def main(argv=None):
   if report.get('verdict', '').startswith('already fixed upstream'):
     sys.exit(f"make_pr: {report['verdict']}: no PR to write")
   if rc != 0 or report.get('exit') != 0:
-    print(f"make_pr: WARNING: the test run failed ({report.get('verdict')}); "
-          'PR.md shows it', file=sys.stderr)
+    print(
+        f"make_pr: WARNING: the test run failed ({report.get('verdict')}); "
+        'PR.md shows it',
+        file=sys.stderr,
+    )
   out = series / 'PR.md'
   write_pr(report, patches, out)
   print(f'make_pr: wrote {out}')

@@ -90,8 +90,7 @@ def run_case(x64, dtype, linesearch):
 
 def main():
   cases = {}
-  for x64, dtype in ((False, 'float32'), (True, 'float32'),
-                     (True, 'float64')):
+  for x64, dtype in ((False, 'float32'), (True, 'float32'), (True, 'float64')):
     for linesearch in ('zoom', 'backtracking'):
       name = f"{'x64' if x64 else 'x32'}_{dtype}_lbfgs_{linesearch}"
       cases[name] = run_case(x64, dtype, linesearch)

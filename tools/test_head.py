@@ -124,8 +124,9 @@ def network_ok(url, timeout=20):
   if os.environ.get('TEST_HEAD_OFFLINE') == '1':
     return False
   try:
-    proc = run(['git', 'ls-remote', '--exit-code', url, 'HEAD'],
-               timeout=timeout)
+    proc = run(
+        ['git', 'ls-remote', '--exit-code', url, 'HEAD'], timeout=timeout
+    )
   except subprocess.TimeoutExpired:
     return False
   return proc.returncode == 0
@@ -135,13 +136,28 @@ def newest_sdist(cache):
   """Downloads the newest optax sdist from PyPI into cache/sdist."""
   dest = cache / 'sdist'
   dest.mkdir(parents=True, exist_ok=True)
-  proc = run([sys.executable, '-m', 'pip', 'download', '--quiet',
-              '--no-binary', ':all:', '--no-deps', '-d', dest, 'optax'],
-             timeout=600)
+  proc = run(
+      [
+          sys.executable,
+          '-m',
+          'pip',
+          'download',
+          '--quiet',
+          '--no-binary',
+          ':all:',
+          '--no-deps',
+          '-d',
+          dest,
+          'optax',
+      ],
+      timeout=600,
+  )
   found = sorted(dest.glob('optax-*.tar.gz'), key=_version_key)
   if proc.returncode != 0 and not found:
-    raise Fatal('no network to GitHub and cannot download the optax sdist '
-                f'from PyPI:\n{proc.stderr}')
+    raise Fatal(
+        'no network to GitHub and cannot download the optax sdist '
+        f'from PyPI:\n{proc.stderr}'
+    )
   if not found:
     raise Fatal(f'no optax sdist in {dest}')
   return found[-1]
@@ -167,8 +183,15 @@ def repo_from_sdist(sdist, work):
   top = tops[0]
   git(top, 'init', '--quiet', check=True)
   git(top, 'add', '-A', check=True)
-  git(top, 'commit', '--quiet', '--no-verify', '-m',
-      f'{top.name} from the PyPI sdist (a release, not HEAD)', check=True)
+  git(
+      top,
+      'commit',
+      '--quiet',
+      '--no-verify',
+      '-m',
+      f'{top.name} from the PyPI sdist (a release, not HEAD)',
+      check=True,
+  )
   return top
 
 
@@ -182,8 +205,11 @@ def get_source(args, work):
   if not args.offline and network_ok(url):
     dest = work / 'clone'
     log(f'cloning {url} ...')
-    run(['git', 'clone', '--quiet', '--no-checkout', url, dest],
-        check=True, timeout=1800)
+    run(
+        ['git', 'clone', '--quiet', '--no-checkout', url, dest],
+        check=True,
+        timeout=1800,
+    )
     return Source(dest, 'url', f'clone of {url}')
   if args.url and not args.allow_sdist_fallback:
     raise Fatal(f'cannot reach {url} (offline?); give --optax-src DIR')
@@ -202,22 +228,34 @@ def get_source(args, work):
   for b in banner:
     log(b)
   repo = repo_from_sdist(sdist, work)
-  return Source(repo, 'sdist', f'RELEASE sdist {sdist.name} (NOT HEAD)',
-                is_release=True)
+  return Source(
+      repo, 'sdist', f'RELEASE sdist {sdist.name} (NOT HEAD)', is_release=True
+  )
 
 
 def checkout(source, ref, work):
   """A throwaway clone of source at ref; the source repo is left untouched."""
-  sha_proc = git(source.repo, 'rev-parse', '--verify', '--quiet',
-                 f'{ref}^{{commit}}')
+  sha_proc = git(
+      source.repo, 'rev-parse', '--verify', '--quiet', f'{ref}^{{commit}}'
+  )
   if sha_proc.returncode != 0 and source.kind == 'sdist':
     sha_proc = git(source.repo, 'rev-parse', 'HEAD^{commit}')
   if sha_proc.returncode != 0:
     raise Fatal(f'unknown ref {ref!r} in {source.repo}')
   sha = sha_proc.stdout.strip()
   dest = work / 'optax'
-  run(['git', 'clone', '--quiet', '--shared', '--no-checkout', source.repo,
-       dest], check=True)
+  run(
+      [
+          'git',
+          'clone',
+          '--quiet',
+          '--shared',
+          '--no-checkout',
+          source.repo,
+          dest,
+      ],
+      check=True,
+  )
   git(dest, 'checkout', '--quiet', '--detach', sha, check=True)
   git(dest, 'config', 'user.name', FIXED_ENV['GIT_AUTHOR_NAME'])
   git(dest, 'config', 'user.email', FIXED_ENV['GIT_AUTHOR_EMAIL'])
@@ -263,8 +301,11 @@ def patch_hunks(patch_text):
       m = re.match(r'@@ -(\d+)', line)
       cur = [line]
       hunks[path].append((int(m.group(1)) if m else 0, cur))
-    elif cur is not None and line[:1] in (' ', '+', '-', '\\') and not (
-        line.startswith('-- ') or line == '--'):
+    elif (
+        cur is not None
+        and line[:1] in (' ', '+', '-', '\\')
+        and not (line.startswith('-- ') or line == '--')
+    ):
       cur.append(line)
     elif cur is not None:
       cur = None
@@ -284,8 +325,11 @@ def conflict_regions(text, context=3, max_lines=40):
       shown = [f'{n + 1:6d}  {lines[n]}' for n in range(lo, hi)]
       if len(shown) > max_lines:  # keep both ends of a huge region
         half = max_lines // 2
-        shown = (shown[:half] + [f'        ... {len(shown) - 2 * half} lines '
-                                 'elided ...'] + shown[-half:])
+        shown = (
+            shown[:half]
+            + [f'        ... {len(shown) - 2 * half} lines ' 'elided ...']
+            + shown[-half:]
+        )
       out.append('\n'.join(shown))
       i = j + 1
     else:
@@ -353,8 +397,9 @@ def describe_conflict(ckout, patch, text, am):
   for f in unmerged:
     content = (ckout / f).read_text(errors='replace')
     for region in conflict_regions(content):
-      parts.append(f'conflict in {f} (ours = HEAD, theirs = the patch):\n'
-                   f'{region}')
+      parts.append(
+          f'conflict in {f} (ours = HEAD, theirs = the patch):\n' f'{region}'
+      )
   if not unmerged:
     # No 3-way merge possible (e.g. the preimage blobs are unknown): show the
     # hunks git apply rejects.
@@ -365,9 +410,11 @@ def describe_conflict(ckout, patch, text, am):
       for s, h in hunks.get(path, []):
         if s == start:
           parts.append(f'hunk of {path} that does not apply:\n{h}')
-    for m in re.finditer(r'error: (\S+): does not exist in index|'
-                         r'error: (\S+): No such file or directory',
-                         chk.stderr):
+    for m in re.finditer(
+        r'error: (\S+): does not exist in index|'
+        r'error: (\S+): No such file or directory',
+        chk.stderr,
+    ):
       parts.append(f'file missing in the tree: {m.group(1) or m.group(2)}')
   return '\n\n'.join(parts)
 
@@ -394,8 +441,9 @@ def read_pyproject(path):
 
 def cached_venv(cache, name, requirements, python):
   """A venv under cache/venvs keyed by python and requirements."""
-  pyver = run([python, '-c', 'import sys; print(sys.version)'],
-              check=True).stdout.strip()
+  pyver = run(
+      [python, '-c', 'import sys; print(sys.version)'], check=True
+  ).stdout.strip()
   key_src = json.dumps([pyver, sorted(requirements)])
   key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
   venv = cache / 'venvs' / f'{name}-{key}'
@@ -410,10 +458,12 @@ def cached_venv(cache, name, requirements, python):
     shutil.rmtree(venv)
   run([python, '-m', 'venv', venv], check=True)
   vpy = venv / 'bin' / 'python'
-  run([vpy, '-m', 'pip', 'install', '--quiet', '--upgrade', 'pip'],
-      timeout=1800)
-  proc = run([vpy, '-m', 'pip', 'install', '--quiet', *requirements],
-             timeout=3600)
+  run(
+      [vpy, '-m', 'pip', 'install', '--quiet', '--upgrade', 'pip'], timeout=1800
+  )
+  proc = run(
+      [vpy, '-m', 'pip', 'install', '--quiet', *requirements], timeout=3600
+  )
   if proc.returncode != 0:
     shutil.rmtree(venv, ignore_errors=True)
     raise Fatal(f'cannot install {requirements} into a venv:\n{proc.stderr}')
@@ -424,14 +474,31 @@ def cached_venv(cache, name, requirements, python):
 
 def install_optax(venv, ckout):
   vpy = venv / 'bin' / 'python'
-  proc = run([vpy, '-m', 'pip', 'install', '--quiet', '--no-deps',
-              '--no-build-isolation', '--force-reinstall', ckout],
-             timeout=1800)
+  proc = run(
+      [
+          vpy,
+          '-m',
+          'pip',
+          'install',
+          '--quiet',
+          '--no-deps',
+          '--no-build-isolation',
+          '--force-reinstall',
+          ckout,
+      ],
+      timeout=1800,
+  )
   if proc.returncode != 0:
     raise Fatal(f'cannot install optax from {ckout}:\n{proc.stderr}')
-  ver = run([vpy, '-c', 'import optax, jax; '
-             'print(optax.__version__, jax.__version__)'],
-            cwd=tempfile.gettempdir(), check=True).stdout.split()
+  ver = run(
+      [
+          vpy,
+          '-c',
+          'import optax, jax; ' 'print(optax.__version__, jax.__version__)',
+      ],
+      cwd=tempfile.gettempdir(),
+      check=True,
+  ).stdout.split()
   return {'optax': ver[0], 'jax': ver[1]}
 
 
@@ -457,22 +524,42 @@ class TestRun:
     return self.returncode == 0 and self.failed == 0 and self.errors == 0
 
   def summary(self):
-    return (f'{self.passed} passed, {self.failed} failed, {self.errors} '
-            f'errors, {self.skipped} skipped of {self.tests} '
-            f'({self.seconds:.0f} s)')
+    return (
+        f'{self.passed} passed, {self.failed} failed, {self.errors} '
+        f'errors, {self.skipped} skipped of {self.tests} '
+        f'({self.seconds:.0f} s)'
+    )
 
 
 def run_pytest(venv, name, args, cwd, workers):
   vpy = venv / 'bin' / 'python'
   fd, xml_path = tempfile.mkstemp(suffix='.xml')
   os.close(fd)
-  cmd = [vpy, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-n',
-         str(workers), f'--junitxml={xml_path}', *args]
+  cmd = [
+      vpy,
+      '-m',
+      'pytest',
+      '-q',
+      '-p',
+      'no:cacheprovider',
+      '-n',
+      str(workers),
+      f'--junitxml={xml_path}',
+      *args,
+  ]
   t0 = time.time()
-  proc = run(cmd, cwd=cwd, timeout=4 * 3600,
-             env={'JAX_PLATFORMS': os.environ.get('JAX_PLATFORMS', 'cpu')})
-  res = TestRun(name, [str(c) for c in cmd[3:]], seconds=time.time() - t0,
-                returncode=proc.returncode)
+  proc = run(
+      cmd,
+      cwd=cwd,
+      timeout=4 * 3600,
+      env={'JAX_PLATFORMS': os.environ.get('JAX_PLATFORMS', 'cpu')},
+  )
+  res = TestRun(
+      name,
+      [str(c) for c in cmd[3:]],
+      seconds=time.time() - t0,
+      returncode=proc.returncode,
+  )
   try:
     root = ET.parse(xml_path).getroot()
     for case in root.iter('testcase'):
@@ -512,8 +599,12 @@ def series_test_modules(ckout, results, ours):
       continue
     for f in r.files:
       path = ckout / f
-      if (f.startswith('optax/') and f.endswith('_test.py') and path.exists()
-          and hashlib.sha256(path.read_bytes()).hexdigest() not in our_hashes):
+      if (
+          f.startswith('optax/')
+          and f.endswith('_test.py')
+          and path.exists()
+          and hashlib.sha256(path.read_bytes()).hexdigest() not in our_hashes
+      ):
         mods.append(f[:-3].replace('/', '.'))
   return mods
 
@@ -549,8 +640,20 @@ def _baseline_dir(ckout, base_sha, files, work, name):
 def _ruff(venv, config, root, files):
   if not files:
     return []
-  proc = run([venv / 'bin' / 'ruff', 'check', '--no-cache', '--config', config,
-              '--output-format', 'json', '--exit-zero', *files], cwd=root)
+  proc = run(
+      [
+          venv / 'bin' / 'ruff',
+          'check',
+          '--no-cache',
+          '--config',
+          config,
+          '--output-format',
+          'json',
+          '--exit-zero',
+          *files,
+      ],
+      cwd=root,
+  )
   try:
     items = json.loads(proc.stdout or '[]')
   except json.JSONDecodeError as e:
@@ -569,8 +672,18 @@ def _pyink(venv, config, root, files):
   """Lines pyink would change, as (file, '-' + line) findings."""
   out = []
   for f in files:
-    proc = run([venv / 'bin' / 'pyink', '--config', config, '--check',
-                '--diff', '--quiet', f], cwd=root)
+    proc = run(
+        [
+            venv / 'bin' / 'pyink',
+            '--config',
+            config,
+            '--check',
+            '--diff',
+            '--quiet',
+            f,
+        ],
+        cwd=root,
+    )
     if proc.returncode not in (0, 1):
       out.append((f, 'pyink-error', proc.stderr.strip(), '', 0))
       continue
@@ -607,8 +720,9 @@ def ruff_version_of(ckout):
   """The ruff pinned by optax's pre-commit config (else the newest)."""
   cfg = ckout / '.pre-commit-config.yaml'
   if cfg.exists():
-    m = re.search(r'astral-sh/ruff-pre-commit\s*\n\s*rev:\s*v?([0-9.]+)',
-                  cfg.read_text())
+    m = re.search(
+        r'astral-sh/ruff-pre-commit\s*\n\s*rev:\s*v?([0-9.]+)', cfg.read_text()
+    )
     if m:
       return m.group(1)
   return None
@@ -624,37 +738,53 @@ def lint(args, ckout, base_sha, files, work):
   ruff_ver = ruff_version_of(ckout)
   reqs = [f'ruff=={ruff_ver}' if ruff_ver else 'ruff', 'pyink']
   venv = cached_venv(args.cache, 'lint', reqs, args.python)
-  vers = run([venv / 'bin' / 'python', '-m', 'pip', 'list', '--format=json'],
-             check=True).stdout
+  vers = run(
+      [venv / 'bin' / 'python', '-m', 'pip', 'list', '--format=json'],
+      check=True,
+  ).stdout
   vers = {p['name'].lower(): p['version'] for p in json.loads(vers)}
   report['tools'] = {k: vers.get(k) for k in ('ruff', 'pyink')}
-  base_root, base_files = _baseline_dir(ckout, base_sha, py_files, work,
-                                        'lint-base')
+  base_root, base_files = _baseline_dir(
+      ckout, base_sha, py_files, work, 'lint-base'
+  )
   checks = {}
-  checks['ruff'] = (_ruff(venv, config, ckout, py_files),
-                    _ruff(venv, config, base_root, base_files))
-  checks['pyink'] = (_pyink(venv, config, ckout, py_files),
-                     _pyink(venv, config, base_root, base_files))
+  checks['ruff'] = (
+      _ruff(venv, config, ckout, py_files),
+      _ruff(venv, config, base_root, base_files),
+  )
+  checks['pyink'] = (
+      _pyink(venv, config, ckout, py_files),
+      _pyink(venv, config, base_root, base_files),
+  )
   checker_path = ckout / '.github' / 'check_license_headers.py'
   if checker_path.exists():
-    spec = importlib.util.spec_from_file_location('_optax_license',
-                                                  checker_path)
+    spec = importlib.util.spec_from_file_location(
+        '_optax_license', checker_path
+    )
     checker = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(checker)
-    checks['license'] = (_license(checker, ckout, py_files),
-                         _license(checker, base_root, base_files))
+    checks['license'] = (
+        _license(checker, ckout, py_files),
+        _license(checker, base_root, base_files),
+    )
   else:
-    log('lint: NOTE no .github/check_license_headers.py in this source '
-        '(sdist?): license-header check skipped')
+    log(
+        'lint: NOTE no .github/check_license_headers.py in this source '
+        '(sdist?): license-header check skipped'
+    )
   for tool, (after, before) in checks.items():
     new = _new_findings(after, before)
     report['new'] += new
-    log(f'lint {tool}: {len(after)} finding(s) in the patched files, '
-        f'{len(before)} in the unpatched ones, {len(new)} new')
+    log(
+        f'lint {tool}: {len(after)} finding(s) in the patched files, '
+        f'{len(before)} in the unpatched ones, {len(new)} new'
+    )
     for f, code, msg, text, row in new:
       where = f'{f}:{row}' if row else f
-      log(f'    NEW {where}: {code} {msg}' + (f'\n        {text}' if text
-                                                  else ''))
+      log(
+          f'    NEW {where}: {code} {msg}'
+          + (f'\n        {text}' if text else '')
+      )
   report['ok'] = not report['new']
   report['new'] = [list(x) for x in report['new']]
   return report
@@ -665,9 +795,12 @@ def lint(args, ckout, base_sha, files, work):
 
 def evidence(venv, out_json):
   script = REPO / 'tools' / 'pr_evidence.py'
-  proc = run([venv / 'bin' / 'python', script, out_json],
-             cwd=tempfile.gettempdir(), timeout=3600,
-             env={'JAX_PLATFORMS': os.environ.get('JAX_PLATFORMS', 'cpu')})
+  proc = run(
+      [venv / 'bin' / 'python', script, out_json],
+      cwd=tempfile.gettempdir(),
+      timeout=3600,
+      env={'JAX_PLATFORMS': os.environ.get('JAX_PLATFORMS', 'cpu')},
+  )
   if proc.returncode != 0:
     raise Fatal(f'evidence script failed:\n{proc.stdout}{proc.stderr}')
   return json.loads(pathlib.Path(out_json).read_text())
@@ -679,18 +812,23 @@ def compare_evidence(before, after):
     a = after['cases'].get(name)
     if a is None:
       continue
-    rows.append({
-        'case': name,
-        'traces_before': b['traces'],
-        'traces_after': a['traces'],
-        'steps': b['steps'],
-        'identical': (b['iterates_sha256'] == a['iterates_sha256'] and
-                      b.get('error') is None and a.get('error') is None),
-        'sha256': a['iterates_sha256'][:16],
-        'final_value': a['final_value'],
-        'error_before': b.get('error'),
-        'error_after': a.get('error'),
-    })
+    rows.append(
+        {
+            'case': name,
+            'traces_before': b['traces'],
+            'traces_after': a['traces'],
+            'steps': b['steps'],
+            'identical': (
+                b['iterates_sha256'] == a['iterates_sha256']
+                and b.get('error') is None
+                and a.get('error') is None
+            ),
+            'sha256': a['iterates_sha256'][:16],
+            'final_value': a['final_value'],
+            'error_before': b.get('error'),
+            'error_after': a.get('error'),
+        }
+    )
   return rows
 
 
@@ -700,38 +838,79 @@ def compare_evidence(before, after):
 def parse_args(argv):
   p = argparse.ArgumentParser(
       prog='tools/test_head.sh',
-      description='Apply patches/main to optax HEAD and test it.')
+      description='Apply patches/main to optax HEAD and test it.',
+  )
   src = p.add_mutually_exclusive_group()
-  src.add_argument('--optax-src', metavar='DIR',
-                   help='a git checkout or bare mirror of optax')
+  src.add_argument(
+      '--optax-src',
+      metavar='DIR',
+      help='a git checkout or bare mirror of optax',
+  )
   src.add_argument('--url', help=f'clone this repo (default {DEFAULT_URL})')
-  p.add_argument('--ref', default='HEAD',
-                 help='commit-ish to test (default HEAD)')
-  p.add_argument('--series', default=str(REPO / 'patches' / 'main'),
-                 help='patch series directory (default patches/main)')
-  p.add_argument('--our-tests', default=str(REPO / 'optax_tests'),
-                 help='our test directory (default optax_tests/)')
-  p.add_argument('--sdist', help='offline fallback sdist (default: '
-                 '$OPTAX_SDIST, else the newest from PyPI)')
-  p.add_argument('--offline', action='store_true',
-                 help='do not try the network for --url / the default URL')
-  p.add_argument('--allow-sdist-fallback', action='store_true',
-                 help='with --url: fall back to the sdist when unreachable')
-  p.add_argument('--no-tests', action='store_true',
-                 help='apply and lint only; no venv, no pytest')
+  p.add_argument(
+      '--ref', default='HEAD', help='commit-ish to test (default HEAD)'
+  )
+  p.add_argument(
+      '--series',
+      default=str(REPO / 'patches' / 'main'),
+      help='patch series directory (default patches/main)',
+  )
+  p.add_argument(
+      '--our-tests',
+      default=str(REPO / 'optax_tests'),
+      help='our test directory (default optax_tests/)',
+  )
+  p.add_argument(
+      '--sdist',
+      help='offline fallback sdist (default: '
+      '$OPTAX_SDIST, else the newest from PyPI)',
+  )
+  p.add_argument(
+      '--offline',
+      action='store_true',
+      help='do not try the network for --url / the default URL',
+  )
+  p.add_argument(
+      '--allow-sdist-fallback',
+      action='store_true',
+      help='with --url: fall back to the sdist when unreachable',
+  )
+  p.add_argument(
+      '--no-tests',
+      action='store_true',
+      help='apply and lint only; no venv, no pytest',
+  )
   p.add_argument('--no-lint', action='store_true', help='skip the lint step')
-  p.add_argument('--evidence', action='store_true',
-                 help='also run tools/pr_evidence.py before/after')
+  p.add_argument(
+      '--evidence',
+      action='store_true',
+      help='also run tools/pr_evidence.py before/after',
+  )
   p.add_argument('--workers', default='2', help='pytest -n (default 2)')
-  p.add_argument('--cache', default=os.environ.get(
-      'TEST_HEAD_CACHE', str(REPO / '.cache')), help='venv/sdist cache')
-  p.add_argument('--python', default=os.environ.get('PYTHON', sys.executable),
-                 help='python used to create the venvs')
+  p.add_argument(
+      '--cache',
+      default=os.environ.get('TEST_HEAD_CACHE', str(REPO / '.cache')),
+      help='venv/sdist cache',
+  )
+  p.add_argument(
+      '--python',
+      default=os.environ.get('PYTHON', sys.executable),
+      help='python used to create the venvs',
+  )
   p.add_argument('--json', metavar='FILE', help='write a JSON report')
-  p.add_argument('--keep', action='store_true',
-                 help='keep the throwaway checkout (path is printed)')
+  p.add_argument(
+      '--keep',
+      action='store_true',
+      help='keep the throwaway checkout (path is printed)',
+  )
   args = p.parse_args(argv)
   args.cache = pathlib.Path(args.cache).resolve()
+  # git runs in the checkout: every path must be absolute.
+  args.series = str(pathlib.Path(args.series).resolve())
+  args.our_tests = str(pathlib.Path(args.our_tests).resolve())
+  for opt in ('optax_src', 'sdist', 'json'):
+    if getattr(args, opt):
+      setattr(args, opt, str(pathlib.Path(getattr(args, opt)).resolve()))
   return args
 
 
@@ -740,8 +919,12 @@ def main(argv=None):
   args.cache.mkdir(parents=True, exist_ok=True)
   (args.cache / 'venvs').mkdir(exist_ok=True)
   work = pathlib.Path(tempfile.mkdtemp(prefix='test_head.'))
-  report = {'started': datetime.datetime.now(datetime.timezone.utc)
-            .strftime('%Y-%m-%dT%H:%M:%SZ'), 'exit': 2}
+  report = {
+      'started': datetime.datetime.now(datetime.timezone.utc).strftime(
+          '%Y-%m-%dT%H:%M:%SZ'
+      ),
+      'exit': 2,
+  }
   try:
     code = _main(args, work, report)
   except Fatal as e:
@@ -766,9 +949,14 @@ def _main(args, work, report):
   source = get_source(args, work)
   ckout, sha = checkout(source, args.ref, work)
   subject = git(ckout, 'log', '-1', '--format=%h %s (%cs)').stdout.strip()
-  report.update(source=source.description, is_release=source.is_release,
-                commit=sha, commit_subject=subject, series_base=base,
-                patches=[p.name for p in patches])
+  report.update(
+      source=source.description,
+      is_release=source.is_release,
+      commit=sha,
+      commit_subject=subject,
+      series_base=base,
+      patches=[p.name for p in patches],
+  )
   log(f'source:      {source.description}')
   log(f'tested ref:  {args.ref} = {sha}')
   log(f'             {subject}')
@@ -788,10 +976,13 @@ def _main(args, work, report):
       else:
         rel = 'the tested commit is not on its history'
       files = sorted({f for p in patches for f in touched_files(p.read_text())})
-      changed = git(ckout, 'diff', '--name-only', base, sha, '--',
-                    *files).stdout.split()
-      log(f'series base: {base} ({rel}; files of the series that differ: '
-          f'{", ".join(changed) or "none"})')
+      changed = git(
+          ckout, 'diff', '--name-only', base, sha, '--', *files
+      ).stdout.split()
+      log(
+          f'series base: {base} ({rel}; files of the series that differ: '
+          f'{", ".join(changed) or "none"})'
+      )
       report['files_changed_since_base'] = changed
   else:
     log('series base: unknown (no base-commit: trailer in the series)')
@@ -800,13 +991,17 @@ def _main(args, work, report):
   upstream = check_upstream(ckout, patches)
   report['upstream_patches'] = upstream
   if len(upstream) == len(patches):
-    log(f'ALREADY FIXED UPSTREAM at {sha}: every patch of the series '
-        'reverse-applies; nothing to do.')
+    log(
+        f'ALREADY FIXED UPSTREAM at {sha}: every patch of the series '
+        'reverse-applies; nothing to do.'
+    )
     report['verdict'] = f'already fixed upstream at {sha}'
     return 0
   for name in upstream:
-    log(f'{name}: already upstream at {sha} (reverse-applies); it will be '
-        'skipped -- drop it from the series')
+    log(
+        f'{name}: already upstream at {sha} (reverse-applies); it will be '
+        'skipped -- drop it from the series'
+    )
   if not upstream:
     log('no patch of the series is in the tree')
 
@@ -814,23 +1009,38 @@ def _main(args, work, report):
   ours = our_test_paths(args.our_tests)
   if not args.no_tests:
     section('tests BEFORE (our tests on the unpatched tree)')
-    opt_deps = read_pyproject(ckout / 'pyproject.toml').get(
-        'project', {}).get('dependencies', [])
-    venv = cached_venv(args.cache, 'test',
-                       sorted(set(opt_deps) | set(TEST_DEPS) | set(BUILD_DEPS)),
-                       args.python)
+    opt_deps = (
+        read_pyproject(ckout / 'pyproject.toml')
+        .get('project', {})
+        .get('dependencies', [])
+    )
+    venv = cached_venv(
+        args.cache,
+        'test',
+        sorted(set(opt_deps) | set(TEST_DEPS) | set(BUILD_DEPS)),
+        args.python,
+    )
     report['versions_before'] = install_optax(venv, ckout)
-    log(f'installed unpatched optax {report["versions_before"]["optax"]} '
-        f'with jax {report["versions_before"]["jax"]}')
-    before = run_pytest(venv, 'our tests on unpatched tree',
-                        [str(p) for p in ours], REPO, args.workers)
+    log(
+        f'installed unpatched optax {report["versions_before"]["optax"]} '
+        f'with jax {report["versions_before"]["jax"]}'
+    )
+    before = run_pytest(
+        venv,
+        'our tests on unpatched tree',
+        [str(p) for p in ours],
+        REPO,
+        args.workers,
+    )
     print_run(before)
     report['tests_before'] = dataclasses.asdict(before)
     if args.evidence:
       report['evidence_before'] = evidence(venv, work / 'ev-before.json')
     if before.ok and not upstream:
-      log(f'ALREADY FIXED UPSTREAM at {sha}: our tests pass on the unpatched '
-          'tree; the series is not needed.')
+      log(
+          f'ALREADY FIXED UPSTREAM at {sha}: our tests pass on the unpatched '
+          'tree; the series is not needed.'
+      )
       report['verdict'] = f'already fixed upstream at {sha}'
       return 0
     if before.tests and before.ok:
@@ -845,6 +1055,16 @@ def _main(args, work, report):
       log('    ' + r.detail.replace('\n', '\n    '))
   applied_ok = all(r.status in ('clean', '3-way', 'upstream') for r in results)
   failures = [] if applied_ok else ['patch conflict']
+  if not applied_ok and source.is_release:
+    others = sorted(
+        d.name
+        for d in (REPO / 'patches').iterdir()
+        if d.is_dir() and d.resolve() != pathlib.Path(args.series).resolve()
+    )
+    log(
+        'hint: patches/main targets optax main; a release may need its own '
+        'series: --series patches/<folder> (' + ', '.join(others) + ')'
+    )
 
   files = []
   for r in results:
@@ -862,17 +1082,39 @@ def _main(args, work, report):
     runs = []
     cwd = work / 'pytest-cwd'  # not the checkout: test the installed optax
     cwd.mkdir()
-    runs.append(run_pytest(venv, 'optax linesearch_test.py',
-                           ['--pyargs', 'optax._src.linesearch_test'], cwd,
-                           args.workers))
-    runs.append(run_pytest(venv, 'optax alias_test.py -k "lbfgs or LBFGS"',
-                           ['--pyargs', 'optax._src.alias_test', '-k',
-                            'lbfgs or LBFGS'], cwd, args.workers))
+    runs.append(
+        run_pytest(
+            venv,
+            'optax linesearch_test.py',
+            ['--pyargs', 'optax._src.linesearch_test'],
+            cwd,
+            args.workers,
+        )
+    )
+    runs.append(
+        run_pytest(
+            venv,
+            'optax alias_test.py -k "lbfgs or LBFGS"',
+            ['--pyargs', 'optax._src.alias_test', '-k', 'lbfgs or LBFGS'],
+            cwd,
+            args.workers,
+        )
+    )
     for mod in series_test_modules(ckout, results, ours):
-      runs.append(run_pytest(venv, f'series test {mod}', ['--pyargs', mod],
-                             cwd, args.workers))
-    runs.append(run_pytest(venv, 'our tests (optax_tests/) on patched tree',
-                           [str(p) for p in ours], REPO, args.workers))
+      runs.append(
+          run_pytest(
+              venv, f'series test {mod}', ['--pyargs', mod], cwd, args.workers
+          )
+      )
+    runs.append(
+        run_pytest(
+            venv,
+            'our tests (optax_tests/) on patched tree',
+            [str(p) for p in ours],
+            REPO,
+            args.workers,
+        )
+    )
     for r in runs:
       print_run(r)
     report['tests_after'] = [dataclasses.asdict(r) for r in runs]
@@ -880,13 +1122,16 @@ def _main(args, work, report):
       failures.append('tests')
     if args.evidence:
       report['evidence_after'] = evidence(venv, work / 'ev-after.json')
-      report['evidence'] = compare_evidence(report['evidence_before'],
-                                            report['evidence_after'])
+      report['evidence'] = compare_evidence(
+          report['evidence_before'], report['evidence_after']
+      )
       section('evidence (unpatched -> patched)')
       for row in report['evidence']:
-        log(f"{row['case']}: traces {row['traces_before']} -> "
+        log(
+            f"{row['case']}: traces {row['traces_before']} -> "
             f"{row['traces_after']}; iterates "
-            f"{'bit-identical' if row['identical'] else 'DIFFER'}")
+            f"{'bit-identical' if row['identical'] else 'DIFFER'}"
+        )
 
   section('summary')
   if source.is_release:
@@ -898,9 +1143,11 @@ def _main(args, work, report):
     log(f'FAILED: {", ".join(failures)}')
     report['verdict'] = 'failed: ' + ', '.join(failures)
     return 1
-  log('OK: the series applies' + ('' if args.no_tests else ' and the tests '
-                                   'pass') + ('' if args.no_lint else
-                                              '; no new lint finding'))
+  log(
+      'OK: the series applies'
+      + ('' if args.no_tests else ' and the tests ' 'pass')
+      + ('' if args.no_lint else '; no new lint finding')
+  )
   report['verdict'] = 'ok'
   return 0
 
