@@ -384,3 +384,97 @@ def test_make_pr_regenerates_byte_identical_patches(fake, tmp_path):
   log = make_pr()
   assert 'has author date 2030-01-01' in log
   assert {n: (out / n).read_bytes() for n in names} == first
+
+
+def test_make_pr_writes_pr_md_from_a_report(fake, tmp_path):
+  repo, series, base = fake
+  failures = [
+      'm.T::test_jitted_step_compiles_once_x64_lbfgs_float32_array',
+      'm.T::test_dtypes_stable_in_scan_x32_sgd_zoom_bfloat16_array',
+  ]
+  run = dict(
+      name='our tests',
+      tests=4,
+      passed=4,
+      failed=0,
+      errors=0,
+      skipped=0,
+      failures=[],
+  )
+  case = dict(
+      case='x32_float32_lbfgs_zoom',
+      traces_before=2,
+      traces_after=1,
+      steps=15,
+      identical=True,
+      sha256='0123456789abcdef',
+      final_value=1.0,
+      error_before=None,
+      error_after=None,
+  )
+  report = {
+      'exit': 0,
+      'verdict': 'ok',
+      'commit': base,
+      'commit_subject': 'base',
+      'source': 'local',
+      'is_release': False,
+      'versions_after': {'jax': '0.0', 'optax': '0.0.1'},
+      'apply': [
+          {'name': p.name, 'status': 'clean'}
+          for p in sorted(series.glob('*.patch'))
+      ],
+      'tests_before': dict(run, passed=2, failed=2, failures=failures),
+      'tests_after': [run],
+      'evidence': [case],
+      'lint': {'ok': True, 'new': [], 'tools': {'ruff': '0', 'pyink': '0'}},
+  }
+  # A third patch that calls itself optional.
+  second = (series / '0002-Add-a-test.patch').read_text()
+  (series / '0003-Optional-strict-promotion.patch').write_text(
+      second.replace(
+          'Subject: [PATCH 2/2] Add a test.',
+          'Subject: [PATCH 3/3] Optional: strict promotion.',
+      )
+  )
+  report_path = tmp_path / 'report.json'
+  report_path.write_text(__import__('json').dumps(report))
+  proc = subprocess.run(
+      [
+          'bash',
+          str(MAKE_PR),
+          '--series',
+          str(series),
+          '--report',
+          str(report_path),
+      ],
+      text=True,
+      capture_output=True,
+      check=False,
+  )
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  pr = (series / 'PR.md').read_text()
+  for needle in (
+      '## Problem',
+      '## Root cause, hunk by hunk',
+      '### Before (unpatched HEAD)',
+      '**2 of 4 fail**',
+      '### After (patched)',
+      '### Compile count',
+      '| `x32_float32_lbfgs_zoom` | 2 | 1 |',
+      '### Numerics',
+      'bit-identical',
+      '### Lint',
+      'no new finding',
+      'https://github.com/google-deepmind/optax/issues/1210',
+      'https://github.com/google-deepmind/optax/issues/1207',
+      'https://github.com/google-deepmind/optax/pull/1108',
+      '| `lbfgs` | 0 | 1 |',
+      '| `sgd_zoom` | 1 | 0 |',
+  ):
+    assert needle in pr, needle
+  assert '## Optional patch' in pr
+  assert '`0003-Optional-strict-promotion.patch` (Optional: strict' in pr
+  assert 'Maintainers may take it or leave it' in pr
+  # No curated note for the fake hunk: make_pr says so.
+  assert 'no curated root cause' in proc.stdout

@@ -312,6 +312,27 @@ def summarize_failures(failures):
   return groups
 
 
+_DTYPES = (
+    'bfloat16',
+    'float16',
+    'float32',
+    'float64',
+    'complex64',
+    'complex128',
+)
+
+
+def failures_by_optimizer(failures):
+  """{optimizer: {'x32': n, 'x64': n}} from parameterized test names."""
+  table = collections.defaultdict(collections.Counter)
+  for f in dict.fromkeys(failures):
+    name = f.split('::')[-1]
+    m = re.search(r'_(x32|x64)_(.+?)_(' + '|'.join(_DTYPES) + r')(?:_|$)', name)
+    if m:
+      table[m.group(2)][m.group(1)] += 1
+  return table
+
+
 def test_table(runs):
   rows = [
       '| run | passed | failed | errors | skipped |',
@@ -430,6 +451,13 @@ def write_pr(report, patches, out):
       add('|---|---:|')
       for name, count in sorted(groups.items()):
         add(f'| `{name}` | {count} |')
+    by_opt = failures_by_optimizer(before['failures'])
+    if by_opt:
+      add('')
+      add('| optimizer | failing, x64 off | failing, x64 on |')
+      add('|---|---:|---:|')
+      for opt_name, c in sorted(by_opt.items()):
+        add(f"| `{opt_name}` | {c['x32']} | {c['x64']} |")
     add('')
   if after:
     add('### After (patched)')
