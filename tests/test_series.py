@@ -82,3 +82,12 @@ def test_added_test_files_are_the_ones_in_optax_tests(series):
 def test_main_series_records_its_base():
   text = _patches(PATCHES / "main")[0].read_text()
   assert re.search(r"^base-commit: [0-9a-f]{40}$", text, re.M)
+
+
+def test_every_optax_test_file_goes_upstream():
+  added = {}
+  for patch in _patches(PATCHES / "main"):
+    added.update(_added_files(patch.read_text()))
+  shipped = {pathlib.Path(p).name for p in added}
+  ours = {p.name for p in (REPO / "optax_tests").glob("*_test.py")}
+  assert ours <= shipped, f"not added by patches/main: {sorted(ours - shipped)}"

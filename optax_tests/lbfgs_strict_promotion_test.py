@@ -1,0 +1,221 @@
+# Copyright 2026 DeepMind Technologies Limited. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""L-BFGS and its linesearches under strict dtype promotion.
+
+Under ``jax.numpy_dtype_promotion('strict')``, arrays of different dtypes do
+not promote implicitly. L-BFGS mixed them, e.g. float32 parameters with its
+float64 ``weights_memory`` or with float64 stepsizes of the zoom linesearch
+under ``jax_enable_x64``, and int32 counters with int64 indices. It must run
+under strict promotion and give there the iterates of standard promotion.
+"""
+
+import contextlib
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+@contextlib.contextmanager
+def _x64_precision(enable_x64: bool):
+  previous = jax.config.read('jax_enable_x64')
+  jax.config.update('jax_enable_x64', enable_x64)
+  try:
+    yield
+  finally:
+    jax.config.update('jax_enable_x64', previous)
+
+
+def _get_optimizer(name):
+  """Optimizers under test, built inside the x64 context of the test."""
+  backtracking = lambda **kw: optax.scale_by_backtracking_linesearch(
+      max_backtracking_steps=15, **kw
+  )
+  return {
+      'zoom': optax.lbfgs,
+      'backtracking': lambda: optax.lbfgs(linesearch=backtracking()),
+      'backtracking_store_grad': lambda: optax.lbfgs(
+          linesearch=backtracking(store_grad=True)
+      ),
+      'no_linesearch': lambda: optax.lbfgs(linesearch=None),
+  }[name]()
+
+
+# Optimizers whose state stores the value and the gradient, as needed by
+# optax.value_and_grad_from_state.
+_STORE_VALUE_AND_GRAD = ('zoom', 'backtracking_store_grad')
+
+
+def _rosenbrock(params):
+  """Rosenbrock function of all the entries, of the real dtype of params."""
+  x = jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(params)])
+  if jnp.iscomplexobj(x):
+    x = jnp.concatenate([x.real, x.imag])
+  return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def _init_params(dtype, structure):
+  values = [-1.2, 1.0, -0.5, 0.8]
+  if structure == 'array':
+    return jnp.asarray(values, dtype)
+  return {
+      'a': jnp.asarray(values[:2], dtype),
+      'b': (jnp.asarray(values[2:3], dtype), jnp.asarray(values[3], dtype)),
+  }
+
+
+def _run(opt_name, dtype, structure, grad_fn, num_steps=5):
+  """Iterates and final state of a few jitted steps of L-BFGS."""
+  opt = _get_optimizer(opt_name)
+  if grad_fn == 'value_and_grad_from_state':
+    value_and_grad = optax.value_and_grad_from_state(_rosenbrock)
+  else:
+    value_and_grad = jax.value_and_grad(_rosenbrock)
+
+  @jax.jit
+  def step(params, state):
+    if grad_fn == 'value_and_grad_from_state':
+      value, grad = value_and_grad(params, state=state)
+    else:
+      value, grad = value_and_grad(params)
+    updates, state = opt.update(
+        grad, state, params, value=value, grad=grad, value_fn=_rosenbrock
+    )
+    return optax.apply_updates(params, updates), state
+
+  params = _init_params(dtype, structure)
+  state = opt.init(params)
+  iterates = []
+  for _ in range(num_steps):
+    params, state = step(params, state)
+    iterates.append(params)
+  return iterates, state
+
+
+def _cases():
+  """Named test cases: x64, dtype, parameter structure, gradient source."""
+  cases = []
+  for x64, dtype in (
+      (False, 'float32'),
+      (True, 'float32'),
+      (True, 'float64'),
+  ):
+    for structure in ('array', 'tree'):
+      for opt in (
+          'zoom',
+          'backtracking',
+          'backtracking_store_grad',
+          'no_linesearch',
+      ):
+        grad_fns = ['value_and_grad']
+        if opt in _STORE_VALUE_AND_GRAD:
+          grad_fns.append('value_and_grad_from_state')
+        for grad_fn in grad_fns:
+          name = '_' + '_'.join(
+              ['x64' if x64 else 'x32', opt, dtype, structure]
+              + ([grad_fn] if grad_fn != 'value_and_grad' else [])
+          )
+          cases.append(
+              dict(
+                  testcase_name=name,
+                  opt=opt,
+                  x64=x64,
+                  dtype=dtype,
+                  structure=structure,
+                  grad_fn=grad_fn,
+              )
+          )
+  return cases
+
+
+class LbfgsStrictPromotionTest(parameterized.TestCase):
+
+  def _assert_same_as_standard(self, opt, x64, dtype, structure, grad_fn):
+    with _x64_precision(x64):
+      with jax.numpy_dtype_promotion('standard'):
+        expected, expected_state = _run(opt, dtype, structure, grad_fn)
+      with jax.numpy_dtype_promotion('strict'):
+        iterates, state = _run(opt, dtype, structure, grad_fn)
+    # Explicit casts must give bit for bit the iterates of standard promotion,
+    # in the same dtypes.
+    for step, (got, want) in enumerate(zip(iterates, expected)):
+      for got_leaf, want_leaf in zip(
+          jax.tree.leaves(got), jax.tree.leaves(want)
+      ):
+        self.assertEqual(got_leaf.dtype, jnp.dtype(dtype))
+        self.assertEqual(got_leaf.dtype, want_leaf.dtype)
+        self.assertEqual(
+            np.asarray(got_leaf).tobytes(),
+            np.asarray(want_leaf).tobytes(),
+            msg=f'iterate {step}: {got_leaf} != {want_leaf}',
+        )
+    self.assertEqual(
+        jax.tree.map(lambda x: x.dtype, state),
+        jax.tree.map(lambda x: x.dtype, expected_state),
+    )
+
+  @parameterized.named_parameters(_cases())
+  def test_strict_promotion(self, opt, x64, dtype, structure, grad_fn):
+    """L-BFGS runs under strict dtype promotion, with standard iterates.
+
+    Strict dtype promotion: with x64, float32 parameters met the float64
+    weights_memory of scale_by_lbfgs and float64 stepsizes in the zoom
+    linesearch; float64 parameters met int64 indices with the int32 count.
+
+    Args:
+      opt: name of the optimizer.
+      x64: whether jax_enable_x64 is on.
+      dtype: dtype of the parameters.
+      structure: ``array`` or ``tree`` (nested pytree of one dtype).
+      grad_fn: ``value_and_grad`` or ``value_and_grad_from_state``.
+    """
+    self._assert_same_as_standard(opt, x64, dtype, structure, grad_fn)
+
+  @parameterized.named_parameters(
+      dict(
+          testcase_name=f'_{"x64" if x64 else "x32"}_{opt}_{dtype}',
+          x64=x64,
+          dtype=dtype,
+          opt=opt,
+      )
+      for x64, dtype in (
+          (False, 'float16'),
+          (False, 'bfloat16'),
+          (False, 'complex64'),
+          (True, 'complex128'),
+      )
+      for opt in ('zoom', 'backtracking_store_grad')
+  )
+  def test_strict_promotion_other_dtypes(self, x64, dtype, opt):
+    """Strict dtype promotion with low precision or complex parameters.
+
+    Strict dtype promotion: float16 and bfloat16 parameters met float32
+    weights, complex parameters met real stepsizes and weights.
+
+    Args:
+      x64: whether jax_enable_x64 is on.
+      dtype: dtype of the parameters.
+      opt: name of the optimizer.
+    """
+    self._assert_same_as_standard(
+        opt, x64, dtype, 'array', 'value_and_grad_from_state'
+    )
+
+
+if __name__ == '__main__':
+  absltest.main()
