@@ -23,8 +23,10 @@ Front end: tools/test_head.sh. Steps, each reported:
     pyproject.toml, optax's .github/check_license_headers.py, pyink with
     optax's [tool.pyink]); only findings absent from the unpatched files fail.
  7. tests AFTER on the patched tree, installed in a cached venv: optax's
-    linesearch_test.py, the L-BFGS tests of alias_test.py, test files the
-    series adds to optax (unless identical to one of ours), our optax_tests/.
+    linesearch_test.py, the L-BFGS tests (lbfgs_test.py where it exists, else
+    those of alias_test.py), the test module of every other module the series
+    modifies (e.g. transform_test.py), test files the series adds to optax
+    (unless identical to one of ours), our optax_tests/.
  8. optional evidence (--evidence): compile counts of a jitted lbfgs step and
     a bit-for-bit comparison of iterates, unpatched vs patched.
 
@@ -590,6 +592,40 @@ def our_test_paths(tests_dir):
   return sorted(pathlib.Path(tests_dir).glob('*_test.py'))
 
 
+def upstream_test_runs(ckout, files):
+  """optax's own tests to run on the patched tree, as (name, pytest args).
+
+  linesearch_test.py, the L-BFGS tests (lbfgs_test.py where optax has it,
+  else the L-BFGS tests of alias_test.py), and the test module of every other
+  module the series modifies (e.g. transform_test.py for transform.py).
+  """
+  src = ckout / 'optax' / '_src'
+  runs = [
+      ('optax linesearch_test.py', ['--pyargs', 'optax._src.linesearch_test'])
+  ]
+  if (src / 'lbfgs_test.py').exists():
+    runs.append(('optax lbfgs_test.py', ['--pyargs', 'optax._src.lbfgs_test']))
+  else:
+    runs.append(
+        (
+            'optax alias_test.py -k "lbfgs or LBFGS"',
+            ['--pyargs', 'optax._src.alias_test', '-k', 'lbfgs or LBFGS'],
+        )
+    )
+  for f in files:
+    test = pathlib.Path(f[:-3] + '_test.py')
+    mod = '.'.join(test.with_suffix('').parts)
+    if (
+        f.startswith('optax/')
+        and f.endswith('.py')
+        and not f.endswith('_test.py')
+        and (ckout / test).exists()
+        and mod not in ('optax._src.linesearch_test', 'optax._src.lbfgs_test')
+    ):
+      runs.append((f'optax {test.name}', ['--pyargs', mod]))
+  return runs
+
+
 def series_test_modules(ckout, results, ours):
   """Test files the applied series adds under optax/, unless ours has them."""
   our_hashes = {hashlib.sha256(p.read_bytes()).hexdigest() for p in ours}
@@ -1082,24 +1118,8 @@ def _main(args, work, report):
     runs = []
     cwd = work / 'pytest-cwd'  # not the checkout: test the installed optax
     cwd.mkdir()
-    runs.append(
-        run_pytest(
-            venv,
-            'optax linesearch_test.py',
-            ['--pyargs', 'optax._src.linesearch_test'],
-            cwd,
-            args.workers,
-        )
-    )
-    runs.append(
-        run_pytest(
-            venv,
-            'optax alias_test.py -k "lbfgs or LBFGS"',
-            ['--pyargs', 'optax._src.alias_test', '-k', 'lbfgs or LBFGS'],
-            cwd,
-            args.workers,
-        )
-    )
+    for name, pytest_args in upstream_test_runs(ckout, files):
+      runs.append(run_pytest(venv, name, pytest_args, cwd, args.workers))
     for mod in series_test_modules(ckout, results, ours):
       runs.append(
           run_pytest(
