@@ -5,9 +5,13 @@
 #      bit-identical numerics, the tools);
 #   2. runs optax_tests/ on PRISTINE optax $VERSION and requires every test
 #      that targets a bug to fail there (tools/expect_failures.py);
-#   3. runs optax_tests/ on PATCHED optax $VERSION: all must pass;
-#   4. runs optax's own linesearch_test.py and the L-BFGS tests of
-#      alias_test.py on patched optax $VERSION: all must pass;
+#   3. runs optax's own tests on patched optax $VERSION: linesearch_test.py,
+#      the L-BFGS tests of alias_test.py and the test module of every other
+#      file the series modifies: all must pass;
+#   4. the release matrix (tools/release_matrix.sh): every release in
+#      patches/targets.tsv installed from PyPI, apply -> second apply is a
+#      no-op -> the test files its series ships pass -> revert -> sha256
+#      equal to the release's;
 #   5. the benchmark smoke test (tools/bench.sh --quick): fails if the
 #      patched step compiles more than once, never on timing noise.
 # Pristine and patched optax are overlays built from the PyPI wheel
@@ -54,17 +58,24 @@ if [ "$rc" -ne 1 ]; then
 fi
 "$py" tools/expect_failures.py "$work/pristine.xml"
 
-step "3. optax_tests on patched optax $VERSION"
-PYTHONPATH="$work/patched" "$py" -m pytest -q -n 2 optax_tests
-
-step "4. optax's own linesearch and L-BFGS tests on patched optax $VERSION"
+step "3. optax's own tests on patched optax $VERSION"
+mapfile -t own_tests < <(
+  cd "$work/patched"
+  echo optax/_src/linesearch_test.py
+  sed -n 's|^diff --git a/\(optax/\S*\)\.py b/.*|\1_test.py|p' "$repo/$SERIES"/*.patch \
+    | sort -u | while read -r t; do
+      case $t in *_test_test.py|optax/_src/linesearch_test.py) ;; *) [ -f "$t" ] && echo "$t" ;; esac
+    done
+)
 (
   cd "$work/patched"
-  PYTHONPATH="$work/patched" "$py" -m pytest -q -n 2 -p no:cacheprovider \
-    optax/_src/linesearch_test.py
+  PYTHONPATH="$work/patched" "$py" -m pytest -q -n 2 -p no:cacheprovider "${own_tests[@]}"
   PYTHONPATH="$work/patched" "$py" -m pytest -q -n 2 -p no:cacheprovider \
     optax/_src/alias_test.py -k "lbfgs or LBFGS"
 )
+
+step "4. release matrix: apply, tests, revert on every supported release"
+bash tools/release_matrix.sh
 
 step "5. benchmark smoke test"
 bash tools/bench.sh --quick --out "$work/bench"
