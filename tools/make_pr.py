@@ -370,7 +370,8 @@ def write_pr(report, patches, out):
   add('')
   n = 0
   seen = {}
-  for p in patches:
+  # The optional patches are explained as a whole in their own section.
+  for p in main:
     code_hunks = [h for h in p['hunks'] if not h['file'].endswith('_test.py')]
     for h in code_hunks:
       n += 1
@@ -394,7 +395,7 @@ def write_pr(report, patches, out):
           + f" ({p['name'][:4]}): {note or '(see the diff)'}"
       )
   add('')
-  tests = [f for p in patches for f in p['files'] if f.endswith('_test.py')]
+  tests = [f for p in main for f in p['files'] if f.endswith('_test.py')]
   if tests:
     add(
         'Tests: '
@@ -545,6 +546,8 @@ def write_pr(report, patches, out):
           'and the fix above is complete without it. Maintainers may take it '
           'or leave it; dropping it only drops that change and its test.'
       )
+      add('')
+      add(linkify(body_paragraphs(p['body'])))
       add('')
   add('## Links')
   add('')
