@@ -1,9 +1,11 @@
 """Patched optax gives bit-identical iterates to unpatched optax.
 
-Builds a pristine and a patched overlay of one optax release from its PyPI
+Builds a pristine and a patched overlay of optax releases from its PyPI
 wheel (tools/overlay.sh) and runs tests/numerics_run.py under each. The
-release is $OPTAX_VERSION (default: the newest release the series covers) and
-the series is the folder patches/targets.tsv maps it to.
+releases are $OPTAX_VERSION, else the newest release of each series folder of
+patches/targets.tsv; configurations where the unpatched release crashes (the
+bugs the series fixes) are not compared, and the patched one must run them
+all.
 """
 
 import os
@@ -15,7 +17,6 @@ import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_VERSION = "0.2.8"
 
 
 def _series_folder(version):
@@ -48,22 +49,41 @@ def _run(overlay, out):
   return dict(np.load(out))
 
 
-def test_patched_iterates_are_bit_identical(tmp_path):
-  version = os.environ.get("OPTAX_VERSION", DEFAULT_VERSION)
+def _versions():
+  """$OPTAX_VERSION, else the newest release of each series folder."""
+  if "OPTAX_VERSION" in os.environ:
+    return [os.environ["OPTAX_VERSION"]]
+  newest = {}
+  for line in (REPO / "patches" / "targets.tsv").read_text().splitlines():
+    fields = line.split()
+    if fields and not line.startswith("#"):
+      newest[fields[1]] = fields[0]  # rows are in release order
+  return sorted(newest.values())
+
+
+@pytest.mark.parametrize("version", _versions())
+def test_patched_iterates_are_bit_identical(tmp_path, version):
   series = _series_folder(version)
   pristine = _run(_overlay(version, tmp_path / "pristine"), tmp_path / "u.npz")
   patched = _run(
       _overlay(version, tmp_path / "patched", series), tmp_path / "p.npz"
   )
-  assert sorted(pristine) == sorted(patched)
-  assert len(pristine) >= 30
+  errors = {k: str(v) for k, v in patched.items() if k.endswith("/error")}
+  assert not errors, errors
+  # Unpatched old releases crash in some configurations: compare the others.
+  crashed = {k[: -len("/error")] for k in pristine if k.endswith("/error")}
+  compared = sorted(k for k in pristine if k.rsplit("/", 1)[0] not in crashed)
+  assert compared == sorted(
+      k for k in patched if k.rsplit("/", 1)[0] not in crashed
+  )
+  assert len(compared) >= 30, compared
   different = [
-      key for key in pristine
+      key for key in compared
       if pristine[key].dtype != patched[key].dtype
       or pristine[key].tobytes() != patched[key].tobytes()
   ]
   assert not different, different
   # The runs did optimize: guards against comparing two empty or stuck runs.
-  moved = [k for k in pristine if k.endswith("/params")
+  moved = [k for k in compared if k.endswith("/params")
            and not np.array_equal(pristine[k][0], pristine[k][-1])]
-  assert len(moved) >= 20, moved
+  assert len(moved) >= 15, moved
