@@ -6,11 +6,15 @@ the optax of the test environment.
 """
 
 import hashlib
+import json
 import os
 import pathlib
+import shutil
 import site
 import subprocess
 import sys
+import tempfile
+import zipfile
 
 import pytest
 
@@ -129,3 +133,192 @@ def test_list_names_every_target():
   out = subprocess.run(["bash", str(APPLY), "--list"], capture_output=True,
                        text=True, check=True).stdout
   assert "optax 0.2.8: patches/0.2.7/" in out
+
+
+def _tree(root):
+  """sha256 of every file under root (bytecode aside): 'nothing changed'."""
+  return {
+      str(p.relative_to(root)): _sha(p)
+      for p in sorted(root.rglob("*"))
+      if p.is_file() and "__pycache__" not in p.parts
+      and p.name != ".optax-typestable.lock"  # the tool's lock, kept
+  }
+
+
+def _site_tree(site):
+  tree = _tree(site / "optax")
+  tree.update(
+      {n: _sha(site / n) for n in (".optax-typestable.json",)
+       if (site / n).exists()})
+  return tree
+
+
+@pytest.fixture
+def metadata(pristine):
+  """Edits the Version of the installed optax; restores it afterwards."""
+  python, site = pristine
+  path = site / f"optax-{VERSION}.dist-info" / "METADATA"
+  original = path.read_text()
+
+  def set_version(version):
+    path.write_text(original.replace(f"\nVersion: {VERSION}\n",
+                                     f"\nVersion: {version}\n", 1))
+  yield set_version
+  path.write_text(original)
+
+
+def test_state_file_records_the_series(pristine):
+  python, site = pristine
+  assert _run(python=python).returncode == 0
+  state = json.loads((site / ".optax-typestable.json").read_text())
+  assert state["version"] == VERSION
+  assert state["series"] == "patches/0.2.7"
+  assert state["patched"][LINESEARCH] == _sha(site / LINESEARCH)
+  assert _run("--revert", python=python).returncode == 0
+  assert not (site / ".optax-typestable.json").exists()
+  manifest = REPO / "patches" / "manifest" / f"{VERSION}.sha256"
+  for line in manifest.read_text().splitlines():
+    digest, name = line.split()
+    assert _sha(site / name) == digest, name
+
+
+@pytest.mark.parametrize(
+    "version,message",
+    [("0.2.99", "not supported"), ("0.2.9.dev0", "development build")],
+)
+def test_refuses_unknown_version_and_dev_build(pristine, metadata, version,
+                                               message):
+  python, site = pristine
+  metadata(version)
+  before = _site_tree(site)
+  result = _run(python=python)
+  assert result.returncode == 2, result.stdout
+  assert message in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+  assert _site_tree(site) == before
+
+
+def test_check_says_not_needed_for_a_fixed_unknown_release(pristine, metadata):
+  python, _ = pristine
+  assert _run(python=python).returncode == 0
+  metadata("0.2.99")  # as if a newer optax release contained the fix
+  assert _run("--check", python=python).returncode == 12
+
+
+def test_refuses_patch_writing_outside_the_package(pristine, tmp_path):
+  python, site = pristine
+  root = tmp_path / "patches"
+  shutil.copytree(REPO / "patches" / "manifest", root / "manifest")
+  (root / "targets.tsv").write_text(f"{VERSION}\tevil\t\n")
+  (root / "evil").mkdir()
+  (root / "evil" / "0001-evil.patch").write_text(
+      "Subject: evil\n---\n"
+      "diff --git a/optax/../../evil.py b/optax/../../evil.py\n"
+      "new file mode 100644\n--- /dev/null\n+++ b/optax/../../evil.py\n"
+      "@@ -0,0 +1 @@\n+print('evil')\n")
+  before = _site_tree(site)
+  result = subprocess.run(
+      ["bash", str(APPLY), "--python", str(python)], capture_output=True,
+      text=True, check=False,
+      env=dict(os.environ, OPTAX_TYPESTABLE_PATCHES=str(root)))
+  assert result.returncode == 2
+  assert "writes outside the optax package" in result.stderr
+  assert _site_tree(site) == before
+  assert not (site.parent / "evil.py").exists()
+
+
+def test_interrupted_apply_is_recovered_by_a_rerun(pristine):
+  python, site = pristine
+  before = _site_tree(site)
+  crashed = subprocess.run(
+      ["bash", str(APPLY), "--python", str(python)], capture_output=True,
+      text=True, check=False,
+      env=dict(os.environ, OPTAX_TYPESTABLE_CRASH_AFTER="1"))
+  assert crashed.returncode == 137
+  assert _site_tree(site) != before  # mixed files: one swapped, not the rest
+  assert (site / ".optax-typestable.journal").exists()
+  rerun = _run(python=python)
+  assert rerun.returncode == 0, rerun.stderr
+  assert "recovered from an interrupted apply" in rerun.stdout
+  assert _run("--check", python=python).returncode == 0
+  assert not (site / ".optax-typestable.journal").exists()
+  assert _run("--revert", python=python).returncode == 0
+  assert _site_tree(site) == before
+
+
+def test_concurrent_applies_are_serialized(pristine):
+  python, _ = pristine
+  env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+  procs = [
+      subprocess.Popen(["bash", str(APPLY), "--python", str(python)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, env=env)
+      for _ in range(2)
+  ]
+  outs = [p.communicate() for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs
+  assert sum("already applied" in out for out, _ in outs) == 1, outs
+  assert _run("--check", python=python).returncode == 0
+
+
+@pytest.fixture
+def checkout(tmp_path):
+  """An optax source checkout of the release: its package and a pyproject."""
+  root = pathlib.Path(tempfile.mkdtemp(prefix="optax-checkout."))
+  wheels = sorted((REPO / ".cache" / "wheels").glob(f"optax-{VERSION}-*.whl"))
+  if not wheels:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+         "--only-binary=:all:", "-d", str(REPO / ".cache" / "wheels"),
+         f"optax=={VERSION}"], check=True)
+    wheels = sorted(
+        (REPO / ".cache" / "wheels").glob(f"optax-{VERSION}-*.whl"))
+  with zipfile.ZipFile(wheels[0]) as z:
+    for name in z.namelist():
+      if name.startswith("optax/"):
+        z.extract(name, root)
+  (root / "pyproject.toml").write_text('[project]\nname = "optax"\n')
+  os.chmod(root, 0o755)
+  yield root
+  shutil.rmtree(root)
+
+
+def test_target_checkout_apply_and_revert(checkout):
+  before = _tree(checkout)
+  applied = subprocess.run(
+      ["bash", str(APPLY), "--target", str(checkout), "--python",
+       sys.executable], capture_output=True, text=True, check=False)
+  assert applied.returncode == 0, applied.stderr
+  assert "PASS  compile-once-zoom" in applied.stdout
+  assert (checkout / ADDED_TEST).exists()
+  reverted = subprocess.run(
+      ["bash", str(APPLY), "--target", str(checkout), "--revert"],
+      capture_output=True, text=True, check=False)
+  assert reverted.returncode == 0, reverted.stderr
+  assert _tree(checkout) == before
+
+
+def _nobody_can_run_the_tool():
+  if os.geteuid() != 0 or not shutil.which("setpriv"):
+    return False
+  probe = subprocess.run(
+      ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+       "/usr/bin/python3", "-c", f"open({str(APPLY.with_suffix('.py'))!r})"],
+      capture_output=True, check=False)
+  return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _nobody_can_run_the_tool(),
+                    reason="needs root, setpriv and a repository readable by "
+                    "nobody, to run the tool without write access")
+def test_read_only_package_is_refused(checkout):
+  before = _tree(checkout)
+  result = subprocess.run(
+      ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+       "bash", str(APPLY), "--target", str(checkout), "--python",
+       "/usr/bin/python3"],
+      capture_output=True, text=True, check=False,
+      env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
+  assert result.returncode == 2, result.stdout + result.stderr
+  assert "is not writable: nothing changed" in result.stderr
+  assert _tree(checkout) == before
