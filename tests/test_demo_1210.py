@@ -1,0 +1,37 @@
+"""The issue-1210 program (tools/demo_1210.py) on optax 0.2.4.
+
+Unpatched, LBFGS under x64 in `equinox.internal.scan(kind="checkpointed")`
+fails; with patches/0.2.4 applied it runs 100 steps and reaches the optimum.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+VERSION = "0.2.4"
+
+
+def _demo(tmp_path, name, series=None):
+  dest = tmp_path / name
+  cmd = ["bash", str(REPO / "tools" / "overlay.sh"), VERSION, str(dest)]
+  if series:
+    cmd.append(str(REPO / "patches" / series))
+  subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL,
+                 env=dict(os.environ, PYTHON=sys.executable))
+  return subprocess.run(
+      [sys.executable, str(REPO / "tools" / "demo_1210.py")],
+      capture_output=True, text=True, check=False, cwd=tmp_path,
+      env=dict(os.environ, PYTHONPATH=str(dest), JAX_PLATFORMS="cpu"),
+  )
+
+
+def test_issue_1210_program_fails_unpatched_and_runs_patched(tmp_path):
+  before = _demo(tmp_path, "pristine")
+  assert before.returncode == 1, before.stdout + before.stderr
+  assert f"optax {VERSION}: FAILED" in before.stdout
+  after = _demo(tmp_path, "patched", series="0.2.4")
+  assert after.returncode == 0, after.stdout + after.stderr
+  assert "ran 100 steps" in after.stdout
+  assert "reached the optimum" in after.stdout
