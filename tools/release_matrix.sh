@@ -58,6 +58,13 @@ wheels=${OPTAX_WHEEL_CACHE:-$repo/.cache/wheels}
 mkdir -p "$wheels"
 shared_site=$("$py" -c 'import site; print("\n".join(site.getsitepackages()))')
 
+# XLA's persistent compilation cache, shared by the releases of this run:
+# releases with identical code compile the same programs. It saves compile
+# time only; tracing, and so the compile-once checks, are unaffected.
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$work/jax-cache}
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
+
 # Test files a series adds to optax: the ones it must pass once applied.
 shipped_tests() {
   awk '/^diff --git /{f=substr($3, 3)} /^new file mode/{if (f ~ /_test\.py$/) print f}' \

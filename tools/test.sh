@@ -38,6 +38,12 @@ py=$PYTHON
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/optax-typestable.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+# XLA's persistent compilation cache for the test runs (compile time only;
+# tracing and so the compile-once checks are unaffected). tools/bench.sh,
+# which measures compilation, unsets it.
+export JAX_COMPILATION_CACHE_DIR="$work/jax-cache"
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 bash tools/overlay.sh "$VERSION" "$work/pristine" >/dev/null
 bash tools/overlay.sh "$VERSION" "$work/patched" "$SERIES" >/dev/null
 
