@@ -132,7 +132,7 @@ def test_bad_inputs(tmp_path):
 def test_list_names_every_target():
   out = subprocess.run(["bash", str(APPLY), "--list"], capture_output=True,
                        text=True, check=True).stdout
-  assert "optax 0.2.8: patches/0.2.7/" in out
+  assert "optax 0.2.8: patches/0.2.8/" in out
 
 
 def _tree(root):
@@ -172,7 +172,7 @@ def test_state_file_records_the_series(pristine):
   assert _run(python=python).returncode == 0
   state = json.loads((site / ".optax-typestable.json").read_text())
   assert state["version"] == VERSION
-  assert state["series"] == "patches/0.2.7"
+  assert state["series"] == "patches/0.2.8"
   assert state["patched"][LINESEARCH] == _sha(site / LINESEARCH)
   assert _run("--revert", python=python).returncode == 0
   assert not (site / ".optax-typestable.json").exists()

@@ -148,7 +148,7 @@ def main(argv):
   parser.add_argument("--out", default=str(REPO / ".bench"),
                       help="directory for the chart (default .bench/)")
   parser.add_argument("--optax-version", default="0.2.8")
-  parser.add_argument("--series", default=str(REPO / "patches" / "0.2.7"))
+  parser.add_argument("--series", default=str(REPO / "patches" / "0.2.8"))
   parser.add_argument("--repeats", type=int,
                       help="repeats per measurement (default 3 quick, 5 full)")
   parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -3,6 +3,7 @@
 # ones given), install that release from PyPI into a throwaway environment and
 #   apply (tools/apply.sh) -> apply again (must change nothing) -> --check ->
 #   the test files the release's series adds to optax, on the patched install
+#   -> iterates of patched and pristine equal (tests/test_numerics.py)
 #   -> --revert -> sha256 of the files equal to the manifest of the release.
 # Prints one table row per release; exits 1 if any step fails for any
 # release, 2 on bad usage.
@@ -13,7 +14,9 @@
 #                 temporary directory, removed at exit)
 # The throwaway environments share jax and the test dependencies with the
 # interpreter in $PYTHON (default: the project's .venv, else python3) through
-# a .pth file; each has its own optax, so nothing else is modified.
+# a .pth file; each has its own optax, so nothing else is modified. A release
+# with a jax pin in targets.tsv (one that does not import with newer jax) also
+# gets its own jax and jaxlib of that version.
 # shellcheck disable=SC2329  # step functions are called through cell()
 set -euo pipefail
 
@@ -79,18 +82,20 @@ cell() {
   if [ "$ok" -eq 0 ]; then row+=("skipped"); return 0; fi
   if "$@" >>"$log" 2>&1; then row+=("$label"); else row+=("**FAILED**"); ok=0; fi
 }
+# shellcheck disable=SC2120  # arguments come through cell()
 apply_py() { bash "$repo/tools/apply.sh" --python "$env_dir/bin/python" "$@"; }
 make_env() {
+  local reqs=("optax==$v")
+  [ -z "$pin" ] || reqs+=("jax==$pin" "jaxlib==$pin")
   rm -rf "$env_dir"
   "$py" -m venv "$env_dir"
   "$env_dir/bin/python" -m pip download --quiet --disable-pip-version-check \
-    --no-deps --only-binary=:all: -d "$wheels" "optax==$v"
+    --no-deps --only-binary=:all: -d "$wheels" "${reqs[@]}"
   "$env_dir/bin/python" -m pip install --quiet --disable-pip-version-check \
-    --no-deps --no-index --find-links "$wheels" "optax==$v"
+    --no-deps --no-index --find-links "$wheels" "${reqs[@]}"
   local own
   own=$("$env_dir/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   printf '%s\n' "$shared_site" >"$own/shared.pth"
-  apply_py --dry-run
 }
 site_of() {
   "$env_dir/bin/python" -c 'import optax, os; print(os.path.dirname(os.path.dirname(optax.__file__)))'
@@ -106,25 +111,30 @@ run_tests() {
   (cd "$work/cwd" && JAX_PLATFORMS=cpu "$env_dir/bin/python" -m pytest -q \
     -n "$workers" -p no:cacheprovider "${paths[@]}") | tee "$work/$v.pytest"
 }
+numerics() {
+  OPTAX_VERSION=$v "$env_dir/bin/python" -m pytest -q -p no:cacheprovider \
+    "$repo/tests/test_numerics.py"
+}
 hash_check() {
   local site
   site=$(site_of)
   (cd "$site" && sha256sum --strict -c "$repo/patches/manifest/$v.sha256")
 }
 table=$work/table.md
-printf '| optax | series | apply | 2nd apply | check | tests (patched) | revert | sha256 |\n' >"$table"
-printf '|---|---|---|---|---|---|---|---|\n' >>"$table"
+printf '| optax | series | apply | 2nd apply | check | tests (patched) | iterates | revert | sha256 |\n' >"$table"
+printf '|---|---|---|---|---|---|---|---|---|\n' >>"$table"
 failed=0
 for v in "${versions[@]}"; do
   folder=$(awk -F'\t' -v v="$v" '$1 == v { print $2 }' "$targets")
-  printf '\n=== optax %s (patches/%s)\n' "$v" "$folder"
+  pin=$(awk -F'\t' -v v="$v" '$1 == v { print $3 }' "$targets")
+  printf '\n=== optax %s (patches/%s%s)\n' "$v" "$folder" "${pin:+, jax $pin}"
   env_dir=$work/env-$v log=$work/$v.log
   : >"$log"
-  row=("$v" "patches/$folder")
+  row=("$v" "patches/$folder${pin:+ (jax $pin)}")
   ok=1
   if ! make_env >>"$log" 2>&1; then
     ok=0
-    echo "cannot install optax $v into a throwaway environment"
+    echo "cannot install optax $v${pin:+ and jax $pin} into a throwaway environment"
   fi
   cell "ok" apply_py
   cell "no-op" second_apply
@@ -133,6 +143,7 @@ for v in "${versions[@]}"; do
   if [ "$ok" -eq 1 ]; then
     row[-1]=$(grep -E '[0-9]+ passed' "$work/$v.pytest" | tail -n 1 | sed 's/ in [0-9.]*s.*//')
   fi
+  cell "bit-identical" numerics
   cell "ok" apply_py --revert
   cell "equal" hash_check
   line=$(printf ' %s |' "${row[@]}")

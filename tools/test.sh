@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run). On a fresh machine with only
 # python3 it creates .venv from pyproject.toml, then:
-#   1. runs the repository's own tests (tests/: series consistency,
-#      bit-identical numerics, the tools);
+#   1. runs the repository's own tests (tests/: series consistency, lint,
+#      the tools; the bit-identical numerics test runs in step 4, for every
+#      release under the jax it needs);
 #   2. runs optax_tests/ on PRISTINE optax $VERSION and requires every test
 #      that targets a bug to fail there (tools/expect_failures.py);
 #   3. runs optax's own tests on patched optax $VERSION: linesearch_test.py,
@@ -10,8 +11,9 @@
 #      file the series modifies: all must pass;
 #   4. the release matrix (tools/release_matrix.sh): every release in
 #      patches/targets.tsv installed from PyPI, apply -> second apply is a
-#      no-op -> the test files its series ships pass -> revert -> sha256
-#      equal to the release's;
+#      no-op -> the test files its series ships pass -> iterates
+#      bit-identical to the pristine release's -> revert -> sha256 equal to
+#      the release's;
 #   5. the benchmark smoke test (tools/bench.sh --quick): fails if the
 #      patched step compiles more than once, never on timing noise.
 # Pristine and patched optax are overlays built from the PyPI wheel
@@ -21,7 +23,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 VERSION=${OPTAX_VERSION:-0.2.8}
-SERIES=${OPTAX_SERIES:-patches/0.2.7}
+SERIES=${OPTAX_SERIES:-patches/0.2.8}
 start=$SECONDS
 
 step() { printf '\n=== %s (%ds)\n' "$*" $((SECONDS - start)); }
@@ -49,7 +51,7 @@ bash tools/overlay.sh "$VERSION" "$work/patched" "$SERIES" >/dev/null
 
 # pytest exits 5 when it collected nothing: with `set -e` that fails the run.
 step "1. repository tests"
-"$py" -m pytest -q -n 2 tests
+"$py" -m pytest -q -n 2 tests --ignore=tests/test_numerics.py
 
 step "2. optax_tests on pristine optax $VERSION: bug-targeting tests must fail"
 rc=0
