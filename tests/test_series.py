@@ -6,7 +6,9 @@
   it moved to linesearch.py);
 * every test file a series adds to optax is byte-identical to the file of the
   same name in optax_tests/ (one source of truth);
-* the main series records the upstream commit it is based on.
+* the main series records the upstream commit it is based on;
+* every row of targets.tsv names a series, an optional jax pin and a
+  manifest of exactly the released files that series modifies.
 """
 
 import pathlib
@@ -50,7 +52,7 @@ def _added_files(text):
 
 def test_there_are_series():
   names = {s.name for s in SERIES}
-  assert {"main", "0.2.7"} <= names, names
+  assert {"main", "0.2.7", "0.2.8"} <= names, names
 
 
 @pytest.mark.parametrize("series", SERIES, ids=lambda s: s.name)
@@ -67,7 +69,8 @@ def test_patch_headers(series):
 def test_core_patch_is_minimal(series):
   core = _patches(series)[0]
   touched = set(_touched(core.read_text()))
-  allowed = CORE_FILES if series.name in ("main", "0.2.7") else BACKPORT_CORE_FILES
+  backport = series.name in ("0.2.3", "0.2.4", "0.2.5")
+  allowed = BACKPORT_CORE_FILES if backport else CORE_FILES
   assert touched and touched <= allowed, touched
 
 
@@ -96,3 +99,31 @@ def test_every_optax_test_file_goes_upstream():
   shipped = {pathlib.Path(p).name for p in added}
   ours = {p.name for p in (REPO / "optax_tests").glob("*_test.py")}
   assert ours <= shipped, f"not added by patches/main: {sorted(ours - shipped)}"
+
+
+def _targets():
+  rows = []
+  for line in (PATCHES / "targets.tsv").read_text().splitlines():
+    if line and not line.startswith("#"):
+      rows.append(line.split("\t"))
+  return rows
+
+
+def test_targets_name_a_series_a_manifest_and_a_jax_version():
+  rows = _targets()
+  assert rows
+  for row in rows:
+    assert len(row) == 3, row
+    version, folder, jax_pin = row
+    assert _patches(PATCHES / folder), f"{version}: no patches/{folder}"
+    assert jax_pin == "" or re.fullmatch(r"\d+\.\d+\.\d+", jax_pin), row
+    manifest = PATCHES / "manifest" / f"{version}.sha256"
+    names = {line.split()[1] for line in manifest.read_text().splitlines()}
+    modified = set()
+    for patch in _patches(PATCHES / folder):
+      text = patch.read_text()
+      modified |= set(_touched(text)) - set(_added_files(text))
+    assert names == modified, (version, names ^ modified)
+  used = {row[1] for row in rows}
+  release_series = {s.name for s in SERIES} - {"main"}
+  assert release_series == used, release_series ^ used
