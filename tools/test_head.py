@@ -1147,10 +1147,18 @@ def _main(args, work, report):
       )
       section('evidence (unpatched -> patched)')
       for row in report['evidence']:
+        if row['error_after']:
+          iterates = f"patched run failed: {row['error_after']}"
+        elif row['error_before']:
+          iterates = 'not compared (the unpatched run fails)'
+        else:
+          iterates = 'bit-identical' if row['identical'] else 'DIFFER'
+        before = row['traces_before']
+        if before is None and row['error_before']:
+          before = 'error'
         log(
-            f"{row['case']}: traces {row['traces_before']} -> "
-            f"{row['traces_after']}; iterates "
-            f"{'bit-identical' if row['identical'] else 'DIFFER'}"
+            f"{row['case']}: traces {before} -> "
+            f"{row['traces_after']}; iterates {iterates}"
         )
 
   section('summary')
