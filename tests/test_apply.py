@@ -92,6 +92,21 @@ def test_apply_check_revert_cycle(pristine):
   assert "not applied" in _run("--revert", python=python).stdout
 
 
+def test_says_when_the_checks_cannot_run(pristine):
+  # As optax 0.2.7 with jax >= 0.10: installed, but it does not import.
+  python, site = pristine
+  blocker = site / "zz_block_jax.pth"
+  blocker.write_text("import sys; sys.modules['jax'] = None\n")
+  try:
+    result = _run(python=python)
+  finally:
+    blocker.unlink()
+  assert result.returncode == 0, result.stderr
+  for label in ("before", "after"):
+    assert f"{label}: the checks could not run: ModuleNotFoundError" in (
+        result.stdout), result.stdout
+
+
 def test_dry_run_changes_nothing(pristine):
   python, site = pristine
   before = _sha(site / LINESEARCH)

@@ -288,6 +288,9 @@ def verdicts(python, root, label, is_target):
   )
   for line in proc.stdout.splitlines():
     log(f'  {label}: {line}')
+  if not proc.stdout.strip():  # e.g. optax does not import with this jax
+    error = (proc.stderr.strip().splitlines() or ['no output'])[-1]
+    log(f'  {label}: the checks could not run: {error}')
   return proc.returncode == 0
 
 
