@@ -21,13 +21,14 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _target(version):
-  """(series folder, jax pin or "") of an optax release in targets.tsv."""
+def _targets():
+  """{release: (series folder, jax pin or "")} from targets.tsv, in order."""
+  targets = {}
   for line in (REPO / "patches" / "targets.tsv").read_text().splitlines():
-    fields = line.split("\t")
-    if not line.startswith("#") and fields[0] == version:
-      return REPO / "patches" / fields[1], (fields[2:] or [""])[0].strip()
-  pytest.fail(f"optax {version} is not in patches/targets.tsv")
+    if line.strip() and not line.startswith("#"):
+      version, folder, jax_pin = (line.split("\t") + [""])[:3]
+      targets[version] = (REPO / "patches" / folder, jax_pin.strip())
+  return targets
 
 
 def _overlay(version, dest, series=None):
@@ -57,16 +58,17 @@ def _versions():
   if "OPTAX_VERSION" in os.environ:
     return [os.environ["OPTAX_VERSION"]]
   newest = {}
-  for line in (REPO / "patches" / "targets.tsv").read_text().splitlines():
-    fields = line.split()
-    if fields and not line.startswith("#"):
-      newest[fields[1]] = fields[0]  # rows are in release order
+  for version, (folder, _) in _targets().items():
+    newest[folder] = version  # rows are in release order
   return sorted(newest.values())
 
 
 @pytest.mark.parametrize("version", _versions())
 def test_patched_iterates_are_bit_identical(tmp_path, version):
-  series, jax_pin = _target(version)
+  targets = _targets()
+  if version not in targets:
+    pytest.fail(f"optax {version} is not in patches/targets.tsv")
+  series, jax_pin = targets[version]
   if jax_pin and jax_pin != jax.__version__:
     pytest.skip(f"optax {version} needs jax {jax_pin} (patches/targets.tsv), "
                 f"this is jax {jax.__version__}: tools/release_matrix.sh "

@@ -125,8 +125,7 @@ printf '| optax | series | apply | 2nd apply | check | tests (patched) | iterate
 printf '|---|---|---|---|---|---|---|---|---|\n' >>"$table"
 failed=0
 for v in "${versions[@]}"; do
-  folder=$(awk -F'\t' -v v="$v" '$1 == v { print $2 }' "$targets")
-  pin=$(awk -F'\t' -v v="$v" '$1 == v { print $3 }' "$targets")
+  IFS=$'\t' read -r _ folder pin < <(awk -F'\t' -v v="$v" '$1 == v' "$targets")
   printf '\n=== optax %s (patches/%s%s)\n' "$v" "$folder" "${pin:+, jax $pin}"
   env_dir=$work/env-$v log=$work/$v.log
   : >"$log"
