@@ -1,0 +1,253 @@
+"""The definition of our patch series, shared by every tool and test.
+
+  patches/targets.tsv              optax release -> series folder -> jax pin
+  patches/<folder>/NNNN-*.patch    git format-patch files, in name order
+  patches/manifest/<release>.sha256
+                                   per file a series touches: its sha256 as
+                                   released and as patched
+
+A series may only modify existing regular files under optax/: no new,
+deleted, renamed or symlinked files and no mode changes. Patches are applied
+one file at a time with GNU patch (no fuzz), so every file is either as
+released or as patched, never half-way.
+
+usage: series.py targets                  release, folder, jax pin (TSV)
+       series.py paths FOLDER             the files FOLDER's series touches
+       series.py overlay RELEASE DEST [--series FOLDER | --pristine]
+                                          RELEASE's optax from its PyPI wheel
+                                          into DEST, patched by its series
+       series.py manifest [RELEASE...]    rewrite patches/manifest/
+"""
+
+import collections
+import dataclasses
+import hashlib
+import itertools
+import os
+import pathlib
+import posixpath
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PATCHES = REPO / "patches"
+WHEELS = pathlib.Path(os.environ.get("OPTAX_WHEEL_CACHE", REPO / ".cache/wheels"))
+
+
+class SeriesError(Exception):
+  """A series, a target or a file is not what it must be (one-line message)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  release: str
+  folder: str
+  jax_pin: str  # "" for the newest jax
+
+
+def targets():
+  """The supported releases, in the order of patches/targets.tsv."""
+  rows = []
+  for line in (PATCHES / "targets.tsv").read_text().splitlines():
+    if line.strip() and not line.startswith("#"):
+      release, folder, pin = (line.split("\t") + ["", ""])[:3]
+      rows.append(Target(release, folder, pin))
+  return rows
+
+
+def target(release):
+  for t in targets():
+    if t.release == release:
+      return t
+  raise SeriesError(f"optax {release} is not a supported release "
+                    f"(supported: {', '.join(t.release for t in targets())})")
+
+
+def patch_files(folder):
+  files = sorted((PATCHES / folder).glob("*.patch"))
+  if not files:
+    raise SeriesError(f"no *.patch in patches/{folder}")
+  return files
+
+
+def base_commit(folder):
+  m = re.search(r"^base-commit: ([0-9a-f]{40})$",
+                patch_files(folder)[0].read_text(), re.M)
+  return m.group(1) if m else None
+
+
+_HEADER_OK = re.compile(r"index [0-9a-f]+\.\.[0-9a-f]+ 100644$")
+
+
+def _sections(patch):
+  """Yields (path, diff text) for each file of one format-patch file."""
+  lines = patch.read_text().splitlines(keepends=True)
+  starts = [i for i, l in enumerate(lines) if l.startswith("diff --git ")]
+  for n, start in enumerate(starts):
+    end = starts[n + 1] if n + 1 < len(starts) else len(lines)
+    body = lines[start:end]
+    for cut, line in enumerate(body):  # drop a signature or base-commit tail
+      if line in ("-- \n", "--\n") or line.startswith("base-commit: "):
+        body = body[:cut]
+        break
+    m = re.fullmatch(r"diff --git a/(\S+) b/(\S+)\n", body[0])
+    path = m.group(1) if m and m.group(1) == m.group(2) else None
+    where = f"{patch.name}: {body[0].strip()}"
+    if path is None or posixpath.normpath(path) != path or not (
+        path.startswith("optax/") and path.endswith(".py")):
+      raise SeriesError(f"{where}: not a file under optax/")
+    header = list(itertools.takewhile(lambda l: not l.startswith("--- "),
+                                      body[1:]))
+    if len(header) != 1 or not _HEADER_OK.match(header[0].strip()) or (
+        body[2:4] != [f"--- a/{path}\n", f"+++ b/{path}\n"]):
+      raise SeriesError(f"{where}: a series may only modify existing "
+                        "regular files (no new, deleted, renamed, binary, "
+                        "symlinked files or mode changes)")
+    yield path, "".join(body)
+
+
+def file_diffs(folder):
+  """{path: [diff of that file in each patch, in series order]}."""
+  diffs = collections.OrderedDict()
+  for patch in patch_files(folder):
+    for path, diff in _sections(patch):
+      diffs.setdefault(path, []).append(diff)
+  return diffs
+
+
+def paths(folder):
+  return list(file_diffs(folder))
+
+
+def patch_content(diffs, content, reverse=False):
+  """The bytes of one file after its diffs (reversed: before them)."""
+  with tempfile.TemporaryDirectory() as tmp:
+    target_file = pathlib.Path(tmp, "file")
+    target_file.write_bytes(content)
+    for diff in reversed(diffs) if reverse else diffs:
+      cmd = ["patch", "--force", "--quiet", "--fuzz=0", "--reject-file=-",
+             "--no-backup-if-mismatch", str(target_file)]
+      try:
+        res = subprocess.run(cmd + (["--reverse"] if reverse else []),
+                             input=diff, text=True, capture_output=True,
+                             check=False)
+      except FileNotFoundError:
+        raise SeriesError("GNU patch is needed (apt-get install patch)") from None
+      if res.returncode != 0:
+        return None
+    return target_file.read_bytes()
+
+
+def sha256(data):
+  return hashlib.sha256(data).hexdigest()
+
+
+def manifest(release):
+  """{path: (sha256 as released, sha256 as patched)} of RELEASE's series."""
+  pins = {}
+  path = PATCHES / "manifest" / f"{release}.sha256"
+  try:
+    text = path.read_text()
+  except OSError as e:
+    raise SeriesError(f"cannot read {path.relative_to(REPO)}: {e.strerror}") from None
+  for line in text.splitlines():
+    fields = line.split()
+    if (len(fields) != 3 or not all(re.fullmatch(r"[0-9a-f]{64}", f)
+                                    for f in fields[:2])):
+      raise SeriesError(f"{path.relative_to(REPO)}: malformed line: {line!r}")
+    pins[fields[2]] = (fields[0], fields[1])
+  if sorted(pins) != sorted(paths(target(release).folder)):
+    raise SeriesError(f"{path.relative_to(REPO)} does not list the files of "
+                      f"patches/{target(release).folder}")
+  return pins
+
+
+def wheel(release):
+  """The path of RELEASE's optax wheel, downloaded from PyPI once."""
+  found = sorted(WHEELS.glob(f"optax-{release}-*.whl"))
+  if not found:
+    WHEELS.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+         "--only-binary=:all:", "--disable-pip-version-check", "-d",
+         str(WHEELS), f"optax=={release}"], capture_output=True, text=True,
+        check=False)
+    found = sorted(WHEELS.glob(f"optax-{release}-*.whl"))
+    if res.returncode != 0 or not found:
+      raise SeriesError(f"cannot download the optax {release} wheel from PyPI")
+  return found[0]
+
+
+def overlay(release, dest, folder=None):
+  """Extracts RELEASE's optax into DEST, patched by FOLDER's series if any."""
+  dest = pathlib.Path(dest)
+  if dest.exists() and any(dest.iterdir()):
+    raise SeriesError(f"{dest} exists and is not empty")
+  with tempfile.TemporaryDirectory() as tmp:
+    with zipfile.ZipFile(wheel(release)) as zf:
+      zf.extractall(tmp)
+    if folder:
+      for path, diffs in file_diffs(folder).items():
+        file = pathlib.Path(tmp, path)
+        new = patch_content(diffs, file.read_bytes()) if file.is_file() else None
+        if new is None:
+          raise SeriesError(f"patches/{folder} does not apply to optax "
+                            f"{release} ({path})")
+        file.write_bytes(new)
+    shutil.copytree(tmp, dest, dirs_exist_ok=True)
+  return dest
+
+
+def write_manifest(release):
+  folder = target(release).folder
+  lines = []
+  with tempfile.TemporaryDirectory() as tmp:
+    overlay(release, pathlib.Path(tmp, "released"))
+    overlay(release, pathlib.Path(tmp, "patched"), folder)
+    for path in paths(folder):
+      released = sha256(pathlib.Path(tmp, "released", path).read_bytes())
+      patched = sha256(pathlib.Path(tmp, "patched", path).read_bytes())
+      lines.append(f"{released} {patched} {path}\n")
+  out = PATCHES / "manifest" / f"{release}.sha256"
+  out.parent.mkdir(exist_ok=True)
+  out.write_text("".join(lines))
+  return out
+
+
+def main(argv):
+  cmd, args = (argv[0], argv[1:]) if argv else ("", [])
+  if cmd == "targets" and not args:
+    for t in targets():
+      print(f"{t.release}\t{t.folder}\t{t.jax_pin}")
+  elif cmd == "paths" and len(args) == 1:
+    print("\n".join(paths(args[0])))
+  elif cmd == "overlay" and len(args) in (2, 3, 4):
+    release, dest, opts = args[0], args[1], args[2:]
+    if opts == ["--pristine"]:
+      folder = None
+    elif len(opts) == 2 and opts[0] == "--series":
+      folder = opts[1]
+    elif not opts:
+      folder = target(release).folder
+    else:
+      raise SeriesError(f"unknown overlay options: {' '.join(opts)}")
+    print(overlay(release, dest, folder))
+  elif cmd == "manifest":
+    for release in args or [t.release for t in targets()]:
+      print(write_manifest(release).relative_to(REPO))
+  else:
+    print("usage:" + __doc__.split("usage:")[1].rstrip(), file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  try:
+    sys.exit(main(sys.argv[1:]))
+  except SeriesError as e:
+    print(f"series.py: {e}", file=sys.stderr)
+    sys.exit(2)
