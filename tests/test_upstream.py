@@ -1,0 +1,142 @@
+"""tools/upstream.py on a tiny fake optax repository.
+
+The fake has optax/_src/mod.py (f returns 1) and its test file; the branch
+`fix` makes f return 2 and adds a test for it. Our tools and that series are
+copied beside it, as this repository would hold them.
+"""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.com",
+    "GIT_COMMITTER_NAME": "Ada", "GIT_COMMITTER_EMAIL": "ada@example.com",
+    "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_SYSTEM": os.devnull,
+}
+MOD = "".join(f"# line {i}\n" for i in range(20)) + "def f():\n  return 1\n"
+TEST = "from optax._src import mod\n\n\ndef test_exists():\n  assert mod.f\n"
+NEW_TEST = "\n\ndef test_f_is_two():\n  assert mod.f() == 2\n"
+
+
+def git(repo, *args):
+  return subprocess.run(["git", "-C", str(repo), *args], check=True, text=True,
+                        capture_output=True, env={**os.environ, **GIT_ENV}
+                        ).stdout.strip()
+
+
+def write_commit(repo, files, msg):
+  for path, text in files.items():
+    (repo / path).parent.mkdir(parents=True, exist_ok=True)
+    (repo / path).write_text(text)
+  git(repo, "add", "-A")
+  git(repo, "commit", "-q", "-m", msg)
+  return git(repo, "rev-parse", "HEAD")
+
+
+def upstream(ours, *args, **env):
+  return subprocess.run(
+      [sys.executable, str(ours / "tools/upstream.py"), *map(str, args)],
+      capture_output=True, text=True, check=False,
+      env={**os.environ, **GIT_ENV, **env})
+
+
+@pytest.fixture(name="fake")
+def fixture_fake(tmp_path):
+  """(our repository copy, the fake optax repository, its base commit)."""
+  ours, optax = tmp_path / "ours", tmp_path / "optax"
+  shutil.copytree(REPO / "tools", ours / "tools")
+  (ours / "patches").mkdir()
+  git(tmp_path, "init", "-q", "-b", "main", str(optax))
+  base = write_commit(optax, {"optax/__init__.py": "",
+                              "optax/_src/__init__.py": "",
+                              "optax/_src/mod.py": MOD,
+                              "optax/_src/mod_test.py": TEST}, "base")
+  git(optax, "checkout", "-q", "-b", "fix")
+  write_commit(optax, {
+      "optax/_src/mod.py": MOD.replace("return 1", "return 2"),
+      "optax/_src/mod_test.py": TEST + NEW_TEST}, "Make f return 2.")
+  git(optax, "checkout", "-q", "main")
+  res = upstream(ours, "export", optax, "fix", "--series", "main",
+                 "--base", base)
+  assert res.returncode == 0, res.stderr
+  return ours, optax, base
+
+
+def test_export_is_byte_stable_and_placeholder_authored(fake):
+  ours, optax, base = fake
+  (patch,) = (ours / "patches/main").glob("*.patch")
+  first = patch.read_bytes()
+  assert upstream(ours, "export", optax, "fix", "--series", "main").returncode == 0
+  assert patch.read_bytes() == first
+  text = first.decode()
+  assert "From: optax-typestable <optax-typestable@users.noreply" in text
+  assert "Date: Mon, 23 Nov 2026 00:00:00 +0000" in text
+  assert f"base-commit: {base}" in text
+
+
+def test_clean_series_passes(fake):
+  ours, optax, _ = fake
+  res = upstream(ours, "test", optax, "--no-lint")
+  assert res.returncode == 0, res.stdout + res.stderr
+  assert "applied cleanly" in res.stdout
+  assert "test_f_is_two: fails without the fix" in res.stdout
+  assert "all checks passed" in res.stdout
+
+
+def test_moved_context_needs_a_3way_merge(fake):
+  ours, optax, _ = fake
+  write_commit(optax, {"optax/_src/mod.py": MOD.replace("# line 19",
+                                                        "# line nineteen")},
+               "upstream edits the context")
+  res = upstream(ours, "test", optax, "--no-lint")
+  assert res.returncode == 0, res.stdout + res.stderr
+  assert "applied with a 3-way merge" in res.stdout
+
+
+def test_conflict_is_shown_and_fails(fake):
+  ours, optax, _ = fake
+  write_commit(optax, {"optax/_src/mod.py": MOD.replace("return 1",
+                                                        "return 3")},
+               "upstream changes the same line")
+  res = upstream(ours, "test", optax, "--no-lint")
+  assert res.returncode == 1
+  assert "CONFLICT" in res.stdout and "<<<<<<<" in res.stdout
+
+
+def test_series_already_upstream_is_skipped(fake):
+  ours, optax, _ = fake
+  git(optax, "merge", "-q", "fix")
+  res = upstream(ours, "test", optax, "--no-lint")
+  assert res.returncode == 0, res.stdout + res.stderr
+  assert "already in the tree" in res.stdout
+
+
+def test_a_test_that_passes_without_the_fix_fails_the_run(fake):
+  ours, optax, base = fake
+  git(optax, "checkout", "-q", "-b", "weak", base)
+  write_commit(optax, {
+      "optax/_src/mod.py": MOD.replace("return 1", "return 2"),
+      "optax/_src/mod_test.py": TEST + NEW_TEST.replace("== 2", "> 0")},
+               "A test that cannot fail.")
+  assert upstream(ours, "export", optax, "weak", "--series", "main",
+                  "--base", base).returncode == 0
+  res = upstream(ours, "test", optax, "--ref", "main", "--no-lint")
+  assert res.returncode == 1
+  assert "test_f_is_two: PASSES without the fix" in res.stdout
+
+
+def test_branch_is_authored_by_the_contributor(fake):
+  ours, optax, base = fake
+  res = upstream(ours, "branch", optax, "pr", "--ref", base)
+  assert res.returncode == 0, res.stderr
+  assert git(optax, "log", "-1", "--format=%an <%ae>", "pr") == (
+      "Ada <ada@example.com>")
+  res = upstream(ours, "branch", optax, "pr2", "--ref", base,
+                 GIT_AUTHOR_EMAIL="optax-typestable@users.noreply.github.com")
+  assert res.returncode == 2 and "user.email" in res.stderr

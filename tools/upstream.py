@@ -1,0 +1,311 @@
+"""Takes a series to optax: tests it on an optax checkout, exports, branches.
+
+usage: upstream.py test OPTAX [--ref REF] [--series FOLDER...] [--no-lint]
+       upstream.py export OPTAX BRANCH --series FOLDER [--base COMMIT]
+       upstream.py branch OPTAX BRANCH [--ref REF] [--series FOLDER...]
+
+OPTAX is an optax git checkout or bare mirror. --series defaults to main; give
+main main-guard for both pull requests, in that order.
+
+test    In a throwaway clone of OPTAX at REF (default HEAD; OPTAX is only
+        read), for each series in order:
+        1. `git am -3` patch by patch: applied cleanly, with a 3-way merge
+           (rebase the series soon), already in the tree (skipped), or a
+           conflict (git's conflict output; exit 1).
+        2. before: the test functions the series adds, with the series'
+           library changes taken out. Each must fail at least once there.
+        3. after: the test files the series touches and the tests of the
+           modules it touches, on the patched tree. All must pass.
+        4. lint: ruff (at the version of optax's .pre-commit-config.yaml) and
+           pyink, with optax's pyproject.toml, on the touched files. Only
+           findings that REF does not have fail.
+        5. evidence: tools/checks.py on REF and on the patched tree.
+        Tests run with this interpreter (jax, pytest, pytest-xdist) and the
+        clone on PYTHONPATH.
+export  Writes `git format-patch` of BASE..BRANCH into patches/FOLDER, with
+        the series' placeholder author and fixed date, so an unchanged branch
+        exports byte-identical files. BASE defaults to the series'
+        base-commit.
+branch  Creates BRANCH in OPTAX at REF with the series applied, authored by
+        you (git config user.name, user.email): the branch you push. The
+        contributor license check rejects the placeholder author.
+
+Exit status: 0 success, 1 a conflict, a test or lint failure, 2 usage or
+setup error.
+"""
+
+import argparse
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+
+import series
+
+REPO = series.REPO
+AUTHOR = ("optax-typestable", "optax-typestable@users.noreply.github.com")
+DATE = "2026-11-23T00:00:00+00:00"
+# Pinned so that the output does not depend on anyone's git configuration.
+GIT_FORMAT = ["-c", "core.abbrev=8", "-c", "diff.algorithm=myers",
+              "-c", "format.signature=", "-c", "diff.noprefix=false",
+              "-c", "format.numbered=auto"]
+
+
+class Failed(Exception):
+  """A check failed: exit 1."""
+
+
+def git(repo, *args, env=None, check=True):
+  res = subprocess.run(["git", "-C", str(repo), *args], capture_output=True,
+                       text=True, check=False,
+                       env=None if env is None else {**os.environ, **env})
+  if check and res.returncode != 0:
+    raise series.SeriesError(f"git {' '.join(args)}: "
+                             f"{(res.stderr or res.stdout).strip()}")
+  return res
+
+
+def commit_of(repo, ref):
+  return git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}").stdout.strip()
+
+
+def say(msg=""):
+  print(msg, flush=True)
+
+
+def new_test_functions(folder):
+  """Names of the test functions the series adds to optax's test files."""
+  names = []
+  for path, diffs in series.file_diffs(folder).items():
+    if path.endswith("_test.py"):
+      for diff in diffs:
+        names += re.findall(r"^\+\s*def (test\w*)\(", diff, re.M)
+  return names
+
+
+def test_files(folder, tree):
+  """The test files the series touches and those of the modules it touches."""
+  files = []
+  for path in series.paths(folder):
+    test = path if path.endswith("_test.py") else path[:-3] + "_test.py"
+    if (tree / test).is_file() and test not in files:
+      files.append(test)
+  return files
+
+
+def pytest(tree, files, select=None):
+  cmd = [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p",
+         "no:cacheprovider", *files] + (["-k", select] if select else [])
+  res = subprocess.run(cmd, cwd=tree, capture_output=True, text=True,
+                       check=False, env={**os.environ, "PYTHONPATH": str(tree)})
+  lines = res.stdout.strip().splitlines() or ["(no output)"]
+  return res.returncode, lines
+
+
+def apply_series(tree, folder):
+  """git am -3 of FOLDER's patches; raises Failed on a conflict.
+
+  Returns how many patches were applied (not already in the tree).
+  """
+  applied = 0
+  for patch in series.patch_files(folder):
+    name = f"  {folder}/{patch.name}:"
+    if (git(tree, "apply", "--check", str(patch), check=False).returncode and
+        not git(tree, "apply", "-R", "--check", str(patch),
+                check=False).returncode):
+      say(f"{name} already in the tree, skipped")
+      continue
+    res = git(tree, "am", "-3", "--keep-cr", str(patch), check=False)
+    if res.returncode:
+      say(f"{name} CONFLICT")
+      say(res.stdout + res.stderr)
+      say(git(tree, "diff", check=False).stdout)
+      git(tree, "am", "--abort", check=False)
+      raise Failed(f"{folder}/{patch.name} does not apply")
+    merged = "3-way" in res.stdout + res.stderr or "Falling back" in res.stderr
+    say(f"{name} {'applied with a 3-way merge' if merged else 'applied cleanly'}")
+    applied += 1
+  return applied
+
+
+def check_before(tree, ref, folder):
+  """The series' new tests must fail with its library changes taken out."""
+  names = new_test_functions(folder)
+  if not names:
+    say("  the series adds no test function")
+    return
+  library = [p for p in series.paths(folder) if not p.endswith("_test.py")]
+  git(tree, "checkout", ref, "--", *library)
+  try:
+    rc, lines = pytest(tree, test_files(folder, tree), " or ".join(names))
+  finally:
+    git(tree, "checkout", "HEAD", "--", *library)
+  failing = {n for n in names if any(n in l and "FAILED" in l for l in lines)}
+  for name in names:
+    say(f"  {name}: {'fails' if name in failing else 'PASSES'} without the fix")
+  say(f"  {lines[-1]}")
+  if rc != 1 or len(failing) != len(names):
+    raise Failed("a test of the series does not fail without its fix")
+
+
+def check_after(tree, folder):
+  files = test_files(folder, tree)
+  rc, lines = pytest(tree, files)
+  say(f"  {' '.join(files)}: {lines[-1]}")
+  if rc != 0:
+    say("\n".join(l for l in lines if l.startswith(("FAILED", "ERROR"))))
+    raise Failed("tests fail on the patched tree")
+
+
+def lint(tree, base_tree, paths):
+  """New ruff and pyink findings of PATHS in TREE against BASE_TREE."""
+  config = (tree / ".pre-commit-config.yaml").read_text()
+  m = re.search(r"ruff-pre-commit\s+rev: v?(\S+)", config)
+  venv = REPO / ".cache" / f"lint-ruff-{m.group(1) if m else 'latest'}"
+  if not (venv / "bin" / "pyink").exists():
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "-q",
+                    "--disable-pip-version-check", "pyink",
+                    f"ruff=={m.group(1)}" if m else "ruff"], check=True)
+  new = 0
+  for tool, args in (("ruff", ["check", "--output-format=concise"]),
+                     ("pyink", ["--check", "--diff"])):
+    counts = []
+    for root in (base_tree, tree):
+      res = subprocess.run(
+          [str(venv / "bin" / tool), *args, "--config", "pyproject.toml",
+           *paths], cwd=root, capture_output=True, text=True, check=False)
+      out = res.stdout + res.stderr
+      counts.append(out.count("\n@@ ") if tool == "pyink" else
+                    len(re.findall(r"^\S+:\d+:\d+: ", out, re.M)))
+    say(f"  {tool}: {counts[1]} finding(s) in the touched files, "
+        f"{counts[0]} before the series")
+    new += max(0, counts[1] - counts[0])
+  if new:
+    raise Failed("lint finds something the series introduced")
+
+
+def evidence(tree, base_tree):
+  for label, root in (("before", base_tree), ("after", tree)):
+    res = subprocess.run([sys.executable, str(REPO / "tools" / "checks.py")],
+                         capture_output=True, text=True, check=False,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    lines = (res.stdout + res.stderr).strip().splitlines() or ["no output"]
+    say(f"  {label}:")
+    say("\n".join(f"    {l}" for l in (lines[1:] if res.returncode < 2
+                                         else lines[-1:])))
+
+
+def cmd_test(args):
+  with tempfile.TemporaryDirectory(prefix="upstream.") as tmp:
+    tree, base_tree = pathlib.Path(tmp, "optax"), pathlib.Path(tmp, "base")
+    ref = commit_of(args.optax, args.ref)
+    git(tmp, "clone", "-q", "--shared", "--no-checkout", str(args.optax), "optax")
+    git(tree, "checkout", "-q", "--detach", ref)
+    git(tree, "worktree", "add", "-q", "--detach", str(base_tree), ref)
+    say(f"optax {git(tree, 'log', '-1', '--format=%h %s (%cs)').stdout.strip()}")
+    env = dict(zip(("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL"), AUTHOR))
+    env.update(GIT_COMMITTER_NAME=AUTHOR[0], GIT_COMMITTER_EMAIL=AUTHOR[1])
+    git(tree, "config", "user.name", AUTHOR[0])
+    git(tree, "config", "user.email", AUTHOR[1])
+    touched = []
+    for folder in args.series:
+      say(f"\n== {folder}: git am -3")
+      before = git(tree, "rev-parse", "HEAD").stdout.strip()
+      if not apply_series(tree, folder):
+        say(f"  the series is in optax already: drop it from patches/{folder}")
+        continue
+      say(f"\n== {folder}: the new tests without the fix")
+      check_before(tree, before, folder)
+      say(f"\n== {folder}: tests on the patched tree")
+      check_after(tree, folder)
+      touched += [p for p in series.paths(folder) if p not in touched]
+    if args.lint:
+      say("\n== lint (optax's configuration)")
+      lint(tree, base_tree, touched)
+    say("\n== evidence: tools/checks.py")
+    evidence(tree, base_tree)
+    say("\nall checks passed")
+
+
+def cmd_export(args):
+  base = args.base or series.base_commit(args.series[0])
+  if not base:
+    raise series.SeriesError("no --base and no base-commit in the series")
+  out = series.PATCHES / args.series[0]
+  with tempfile.TemporaryDirectory(prefix="export.") as tmp:
+    branch = commit_of(args.optax, args.branch)
+    git(tmp, "clone", "-q", "--shared", "--no-checkout", str(args.optax), "o")
+    tree = pathlib.Path(tmp, "o")
+    git(tree, "checkout", "-q", "--detach", branch)
+    env = {"GIT_AUTHOR_NAME": AUTHOR[0], "GIT_AUTHOR_EMAIL": AUTHOR[1],
+           "GIT_COMMITTER_NAME": AUTHOR[0], "GIT_COMMITTER_EMAIL": AUTHOR[1],
+           "GIT_AUTHOR_DATE": DATE, "GIT_COMMITTER_DATE": DATE}
+    git(tree, "rebase", "-q", base, "--exec",
+        "git commit -q --amend --no-edit --reset-author", env=env)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.patch"):
+      old.unlink()
+    res = git(tree, *GIT_FORMAT, "format-patch", "--zero-commit",
+              "--no-signature", f"--base={base}", "-o", str(out),
+              f"{base}..HEAD", env=env)
+  for line in res.stdout.split():
+    say(pathlib.Path(line).relative_to(REPO))
+
+
+def cmd_branch(args):
+  ident = git(args.optax, "var", "GIT_AUTHOR_IDENT", check=False).stdout
+  if not ident or f"<{AUTHOR[1]}>" in ident:
+    raise series.SeriesError("set your own git user.name and user.email "
+                             "(the one of your contributor license agreement)")
+  git(args.optax, "checkout", "-q", "-b", args.branch, args.ref)
+  for folder in args.series:
+    apply_series(args.optax, folder)
+  git(args.optax, "rebase", "-q", args.ref, "--exec",
+      "git commit -q --amend --no-edit --reset-author")
+  say(git(args.optax, "log", "--format=%h %an <%ae> %s",
+          f"{args.ref}..").stdout.rstrip())
+
+
+def main(argv):
+  parser = argparse.ArgumentParser(
+      description=__doc__.splitlines()[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      epilog=__doc__.split("\n\n", 2)[2])
+  sub = parser.add_subparsers(dest="cmd", required=True)
+  for name, fn in (("test", cmd_test), ("export", cmd_export),
+                   ("branch", cmd_branch)):
+    p = sub.add_parser(name)
+    p.set_defaults(fn=fn)
+    p.add_argument("optax", type=pathlib.Path)
+    if name != "test":
+      p.add_argument("branch")
+    if name == "export":
+      p.add_argument("--base")
+    else:
+      p.add_argument("--ref", default="HEAD")
+    p.add_argument("--series", nargs="+", default=["main"])
+    if name == "test":
+      p.add_argument("--no-lint", dest="lint", action="store_false")
+  args = parser.parse_args(argv)
+  if not args.optax.is_dir():
+    parser.error(f"not a directory: {args.optax}")
+  args.optax = args.optax.resolve()
+  try:
+    if args.cmd != "export":
+      for folder in args.series:
+        series.patch_files(folder)
+    args.fn(args)
+  except Failed as e:
+    say(f"\nFAILED: {e}")
+    return 1
+  except (series.SeriesError, subprocess.CalledProcessError, OSError) as e:
+    print(f"upstream.py: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
