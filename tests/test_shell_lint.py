@@ -1,4 +1,4 @@
-"""Our bash tools are shellcheck-clean (DEVELOPERS.md: small bash tools)."""
+"""Our bash tools are shellcheck-clean."""
 
 import pathlib
 import shutil

@@ -13,6 +13,8 @@ released or as patched, never half-way.
 
 usage: series.py targets                  release, folder, jax pin (TSV)
        series.py paths FOLDER             the files FOLDER's series touches
+       series.py tests FOLDER TREE        test files in TREE of those files
+                                          and of the modules they belong to
        series.py overlay RELEASE DEST [--series FOLDER | --pristine]
                                           RELEASE's optax from its PyPI wheel
                                           into DEST, patched by its series
@@ -123,6 +125,16 @@ def paths(folder):
   return list(file_diffs(folder))
 
 
+def test_files(folder, tree):
+  """Test files in TREE of what FOLDER touches: its own and its modules'."""
+  files = []
+  for path in paths(folder):
+    test = path if path.endswith("_test.py") else path[:-3] + "_test.py"
+    if pathlib.Path(tree, test).is_file() and test not in files:
+      files.append(test)
+  return files
+
+
 def patch_content(diffs, content, reverse=False):
   """The bytes of one file after its diffs (reversed: before them)."""
   with tempfile.TemporaryDirectory() as tmp:
@@ -202,7 +214,7 @@ def overlay(release, dest, folder=None):
   return dest
 
 
-def write_manifest(release):
+def write_manifest(release, out_dir=PATCHES / "manifest"):
   folder = target(release).folder
   lines = []
   with tempfile.TemporaryDirectory() as tmp:
@@ -212,8 +224,8 @@ def write_manifest(release):
       released = sha256(pathlib.Path(tmp, "released", path).read_bytes())
       patched = sha256(pathlib.Path(tmp, "patched", path).read_bytes())
       lines.append(f"{released} {patched} {path}\n")
-  out = PATCHES / "manifest" / f"{release}.sha256"
-  out.parent.mkdir(exist_ok=True)
+  out = pathlib.Path(out_dir, f"{release}.sha256")
+  out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text("".join(lines))
   return out
 
@@ -225,6 +237,8 @@ def main(argv):
       print(f"{t.release}\t{t.folder}\t{t.jax_pin}")
   elif cmd == "paths" and len(args) == 1:
     print("\n".join(paths(args[0])))
+  elif cmd == "tests" and len(args) == 2:
+    print("\n".join(test_files(*args)))
   elif cmd == "overlay" and len(args) in (2, 3, 4):
     release, dest, opts = args[0], args[1], args[2:]
     if opts == ["--pristine"]:
@@ -238,7 +252,7 @@ def main(argv):
     print(overlay(release, dest, folder))
   elif cmd == "manifest":
     for release in args or [t.release for t in targets()]:
-      print(write_manifest(release).relative_to(REPO))
+      print(write_manifest(release))
   else:
     print("usage:" + __doc__.split("usage:")[1].rstrip(), file=sys.stderr)
     return 2

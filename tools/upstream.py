@@ -85,16 +85,6 @@ def new_test_functions(folder):
   return names
 
 
-def test_files(folder, tree):
-  """The test files the series touches and those of the modules it touches."""
-  files = []
-  for path in series.paths(folder):
-    test = path if path.endswith("_test.py") else path[:-3] + "_test.py"
-    if (tree / test).is_file() and test not in files:
-      files.append(test)
-  return files
-
-
 def pytest(tree, files, select=None):
   cmd = [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p",
          "no:cacheprovider", *files] + (["-k", select] if select else [])
@@ -139,7 +129,7 @@ def check_before(tree, ref, folder):
   library = [p for p in series.paths(folder) if not p.endswith("_test.py")]
   git(tree, "checkout", ref, "--", *library)
   try:
-    rc, lines = pytest(tree, test_files(folder, tree), " or ".join(names))
+    rc, lines = pytest(tree, series.test_files(folder, tree), " or ".join(names))
   finally:
     git(tree, "checkout", "HEAD", "--", *library)
   failing = {n for n in names if any(n in l and "FAILED" in l for l in lines)}
@@ -151,7 +141,7 @@ def check_before(tree, ref, folder):
 
 
 def check_after(tree, folder):
-  files = test_files(folder, tree)
+  files = series.test_files(folder, tree)
   rc, lines = pytest(tree, files)
   say(f"  {' '.join(files)}: {lines[-1]}")
   if rc != 0:
