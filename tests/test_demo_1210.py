@@ -13,13 +13,11 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 VERSION = "0.2.4"
 
 
-def _demo(tmp_path, name, series=None):
+def _demo(tmp_path, name, patched):
   dest = tmp_path / name
-  cmd = ["bash", str(REPO / "tools" / "overlay.sh"), VERSION, str(dest)]
-  if series:
-    cmd.append(str(REPO / "patches" / series))
-  subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL,
-                 env=dict(os.environ, PYTHON=sys.executable))
+  cmd = [sys.executable, str(REPO / "tools" / "series.py"), "overlay", VERSION,
+         str(dest)] + ([] if patched else ["--pristine"])
+  subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
   return subprocess.run(
       [sys.executable, str(REPO / "tools" / "demo_1210.py")],
       capture_output=True, text=True, check=False, cwd=tmp_path,
@@ -28,10 +26,10 @@ def _demo(tmp_path, name, series=None):
 
 
 def test_issue_1210_program_fails_unpatched_and_runs_patched(tmp_path):
-  before = _demo(tmp_path, "pristine")
+  before = _demo(tmp_path, "pristine", patched=False)
   assert before.returncode == 1, before.stdout + before.stderr
   assert f"optax {VERSION}: FAILED" in before.stdout
-  after = _demo(tmp_path, "patched", series="0.2.4")
+  after = _demo(tmp_path, "patched", patched=True)
   assert after.returncode == 0, after.stdout + after.stderr
   assert "ran 100 steps" in after.stdout
   assert "reached the optimum" in after.stdout
