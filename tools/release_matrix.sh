@@ -79,7 +79,7 @@ for line in "${rows[@]}"; do
   cell "bit-identical" numerics
   if [ "$ok" -eq 1 ]; then
     echo "optimizers whose state types change in update (tools/state_types.py):"
-    "$env/bin/python" "$repo/tools/state_types.py" 2>&1 | sed 's/^/  /' || true
+    "$env/bin/python" "$repo/tools/state_types.py" --config plain 2>&1 | sed 's/^/  /' || true
   fi
   cell "ok" apply --revert
   cell "released" check_is 10
