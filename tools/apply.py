@@ -1,490 +1,293 @@
-"""Patches, checks or reverts the optax of an environment or a checkout.
+"""Patches, checks or reverts the optax of a Python environment with our series.
 
-The logic behind tools/apply.sh (see its --help). Picks the series of the
-installed optax release from patches/targets.tsv, checks the target files
-against the sha256 manifest of the pristine release, tries the whole change
-on a scratch copy first, then swaps the files in with a journal, so that an
-interrupted run leaves either the old or the new files once rerun. Runs are
-serialized with a lock file; what was applied is recorded in a state file
-next to the package (.optax-typestable.json), like patch-package does.
+usage: python3 tools/apply.py [--python PATH | --target DIR]
+                              [--check | --revert | --dry-run | --list]
+  --python PATH  the environment's interpreter (default: $VIRTUAL_ENV's, else
+                 .venv, made from pyproject.toml if missing); with --target:
+                 the interpreter of the checks
+  --target DIR   patch the optax source tree DIR/optax (checks: PYTHONPATH=DIR)
+  --check        change nothing; exit 0, 10, 11 or 3-5   --list  the releases
+  --revert       make the files byte-identical to the release again
+  --dry-run      say what apply would do, change nothing (exit: apply's)
+The files are the state: no state file, no lock (README.md says what is
+written: only the touched files, through .NAME.PID.typestable-tmp beside them).
 
-Exit status: 0 done (or nothing to do); 2 refused or failed, nothing
-changed; --check: 0 applied, 10 not applied, 11 cannot apply, 12 not needed.
+exit codes (nothing is changed on 2-6):
+   0  done or nothing to do; --check: applied
+   1  a check that passed before fails after, or optax no longer imports:
+      the released files were put back
+   2  usage: bad argument, not a Python interpreter, no optax, no source tree
+   3  unsupported optax release (patch a checkout with git am instead)
+   4  a touched file is missing or modified by someone else
+   5  a touched file is a symlink, or a file or its directory is not writable
+   6  the series is broken: invalid, does not apply, sha256 not as pinned
+   7  writing failed: the files already replaced were put back
+  10  --check: not applied (as released)
+  11  --check: partly applied (an interrupted run; apply or --revert ends it)
+ 130  interrupted (Ctrl-C): rerun apply or --revert to complete the job
 
-Test hooks (not for users): $OPTAX_TYPESTABLE_PATCHES replaces patches/,
-$OPTAX_TYPESTABLE_CRASH_AFTER=N exits hard after N file swaps.
+Test hook: $OPTAX_TYPESTABLE_STOP_AT=POINT makes the tool SIGSTOP itself at
+the first time it reaches POINT: temps-written, replaced-N (after N
+renames) or checks-after.
 """
 
 import argparse
 import contextlib
-import datetime
-import fcntl
-import hashlib
 import json
 import os
 import pathlib
 import re
-import shutil
+import signal
+import stat
 import subprocess
 import sys
-import tempfile
+
+import series
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-STATE = '.optax-typestable.json'
-LOCK = '.optax-typestable.lock'
-JOURNAL_DIR = '.optax-typestable.journal'
-EXIT_APPLIED, EXIT_NOT_APPLIED, EXIT_CANNOT, EXIT_NOT_NEEDED = 0, 10, 11, 12
+MARK = "OPTAX-TYPESTABLE "  # built by the probe: /bin/echo cannot fake it
+PROBE = ("import importlib.metadata as m, json, os\ntry:\n"
+         " d = m.distribution('optax')\n"
+         " info = [d.version, os.fspath(d.locate_file(''))]\n"
+         "except m.PackageNotFoundError:\n info = None\n"
+         "print('OPTAX-' + 'TYPESTABLE', json.dumps(info))\n")
 
 
-class Refused(Exception):
-  """A clear, one-line reason to change nothing."""
+class Failure(Exception):
+  """Exit code and a one-line message."""
 
 
-def log(msg):
-  print(msg, flush=True)
+def default_python(create):
+  if os.environ.get("VIRTUAL_ENV"):
+    return os.path.join(os.environ["VIRTUAL_ENV"], "bin", "python")
+  python = REPO / ".venv" / "bin" / "python"
+  if create and not python.exists():
+    print(f"creating {REPO / '.venv'} from pyproject.toml")
+    for cmd in ([sys.executable, "-m", "venv", str(REPO / ".venv")],
+                [str(python), "-m", "pip", "install", "--quiet", str(REPO)]):
+      if subprocess.run(cmd, check=False).returncode != 0:
+        raise Failure(2, f"could not create .venv: {' '.join(cmd)} failed")
+  return str(python) if python.exists() else sys.executable
 
 
-def sha256(path):
-  return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def patches_root():
-  return pathlib.Path(os.environ.get('OPTAX_TYPESTABLE_PATCHES', REPO / 'patches'))
-
-
-def read_targets():
-  """{version: series folder} from targets.tsv."""
-  targets = {}
-  for line in (patches_root() / 'targets.tsv').read_text().splitlines():
-    fields = line.split('\t')
-    if line.strip() and not line.startswith('#') and len(fields) >= 2:
-      targets[fields[0]] = fields[1]
-  return targets
-
-
-def series_paths(patches):
-  """Every path the series names, refusing any outside the optax package."""
-  paths = set()
-  for p in patches:
-    for line in p.read_text().splitlines():
-      names = []
-      if line.startswith('diff --git '):
-        names = line.split()[2:4]
-      elif line.startswith(('--- ', '+++ ')):
-        names = [line[4:].split('\t')[0]]
-      for name in names:
-        if name == '/dev/null':
-          continue
-        rel = re.sub(r'^[ab]/', '', name)
-        parts = pathlib.PurePosixPath(rel).parts
-        if (
-            name.startswith('/')
-            or rel.startswith('/')
-            or '..' in parts
-            or not parts
-            or parts[0] != 'optax'
-        ):
-          raise Refused(
-              f'{p.name} writes outside the optax package ({name}): refused'
-          )
-        paths.add(rel)
-  return sorted(paths)
-
-
-def added_paths(patches):
-  added = set()
-  for p in patches:
-    current = None
-    for line in p.read_text().splitlines():
-      if line.startswith('diff --git '):
-        current = line.split()[3][2:]
-      elif line.startswith('new file mode') and current:
-        added.add(current)
-  return added
-
-
-def target_info(args):
-  """(version, root dir holding optax/, python to run checks with)."""
+def environment(args):
+  """(version, root holding optax/, python for the checks, PYTHONPATH)."""
+  python = args.python or default_python(create=not args.target)
   if args.target:
-    root = pathlib.Path(args.target).resolve()
-    init = root / 'optax' / '__init__.py'
-    if not init.is_file():
-      raise Refused(f'{args.target} is not an optax checkout (no optax/__init__.py)')
-    m = re.search(
-        r'^__version__\s*=\s*["\']([^"\']+)["\']', init.read_text(), re.M
-    )
+    init = pathlib.Path(args.target, "optax", "__init__.py")
+    m = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", init.read_text(
+        errors="replace") if init.is_file() else "", re.M)
     if not m:
-      raise Refused(f'cannot read __version__ from {init}')
-    return m.group(1), root, args.verify_python or sys.executable
-  code = (
-      'import importlib.metadata, importlib.util, os\n'
-      'spec = importlib.util.find_spec("optax")\n'
-      'if spec is None or not spec.origin: raise SystemExit(3)\n'
-      'print(importlib.metadata.version("optax"))\n'
-      'print(os.path.dirname(os.path.dirname(spec.origin)))\n'
-  )
-  proc = subprocess.run(
-      [args.python, '-c', code], capture_output=True, text=True, check=False
-  )
-  if proc.returncode != 0:
-    raise Refused(
-        f'no optax in the environment of {args.python} '
-        f'(install it: {args.python} -m pip install optax)'
-    )
-  version, root = proc.stdout.split('\n')[:2]
-  return version.strip(), pathlib.Path(root.strip()), args.python
-
-
-def read_manifest(version):
-  path = patches_root() / 'manifest' / f'{version}.sha256'
-  if not path.exists():
-    return None
-  entries = {}
-  for line in path.read_text().splitlines():
-    digest, name = line.split(maxsplit=1)
-    entries[name.strip()] = digest
-  return entries
-
-
-def modified_file(root, manifest):
-  """First file whose sha256 differs from the pristine release, or None."""
-  for name, digest in sorted(manifest.items()):
-    path = root / name
-    if not path.exists() or sha256(path) != digest:
-      return name
-  return None
-
-
-def run_series(root, patches, paths, reverse=False):
-  """The series applied (or reverted) to a scratch copy: {path: bytes|None}.
-
-  Returns None if it does not apply cleanly.
-  """
-  with tempfile.TemporaryDirectory(prefix='optax-apply.') as tmp:
-    scratch = pathlib.Path(tmp)
-    shutil.copytree(
-        root / 'optax', scratch / 'optax',
-        ignore=shutil.ignore_patterns('__pycache__'),
-    )
-    order = list(reversed(patches)) if reverse else patches
-    for p in order:
-      cmd = ['patch', '-p1', '-s', '-f', '--no-backup-if-mismatch', '-d', tmp]
-      cmd.append('-R' if reverse else '--forward')
-      with p.open('rb') as f:
-        proc = subprocess.run(cmd, stdin=f, capture_output=True, check=False)
-      if proc.returncode != 0:
-        return None
-    result = {}
-    for rel in paths:
-      path = scratch / rel
-      result[rel] = path.read_bytes() if path.exists() else None
-    return result
-
-
-def current_contents(root, paths):
-  return {
-      rel: (root / rel).read_bytes() if (root / rel).exists() else None
-      for rel in paths
-  }
-
-
-def digests(contents):
-  return {
-      rel: (hashlib.sha256(data).hexdigest() if data is not None else None)
-      for rel, data in contents.items()
-  }
-
-
-def swap(root, new_contents, journal_note):
-  """Writes new_contents (None: delete) with a journal; see recover()."""
-  journal = root / JOURNAL_DIR
-  shutil.rmtree(journal, ignore_errors=True)
-  (journal / 'backup').mkdir(parents=True)
-  temps = {}
-  # 1. New contents next to their targets (same filesystem: rename is atomic).
-  for rel, data in new_contents.items():
-    if data is None:
-      continue
-    target = root / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f'.{target.name}.optax-typestable-new')
-    tmp.write_bytes(data)
-    if target.exists():
-      shutil.copymode(target, tmp)
-    temps[rel] = tmp
-  # 2. Backups of what is there now, then the journal that makes them count.
-  existed = []
-  for rel in new_contents:
-    if (root / rel).exists():
-      dest = journal / 'backup' / rel
-      dest.parent.mkdir(parents=True, exist_ok=True)
-      shutil.copy2(root / rel, dest)
-      existed.append(rel)
-  entry = {'operation': journal_note, 'paths': sorted(new_contents),
-           'existed': existed}
-  tmp_journal = journal / 'journal.json.tmp'
-  tmp_journal.write_text(json.dumps(entry))
-  os.replace(tmp_journal, journal / 'journal.json')
-  # 3. The swaps.
-  crash_after = int(os.environ.get('OPTAX_TYPESTABLE_CRASH_AFTER', '-1'))
-  for i, rel in enumerate(sorted(new_contents)):
-    if i == crash_after:
-      os._exit(137)  # test hook: a crash in the middle of the swaps
-    if new_contents[rel] is None:
-      (root / rel).unlink(missing_ok=True)
-    else:
-      os.replace(temps[rel], root / rel)
-
-
-def finish(root):
-  shutil.rmtree(root / JOURNAL_DIR, ignore_errors=True)
-
-
-def recover(root):
-  """Undoes an interrupted swap: restores every file of its journal."""
-  journal = root / JOURNAL_DIR
-  entry_path = journal / 'journal.json'
-  if not entry_path.exists():
-    # Interrupted before the journal: only temporaries were written.
-    for tmp in (root / 'optax').rglob('.*.optax-typestable-new'):
-      tmp.unlink()
-    shutil.rmtree(journal, ignore_errors=True)
-    return False
-  entry = json.loads(entry_path.read_text())
-  for rel in entry['paths']:
-    target = root / rel
-    if rel in entry['existed']:
-      tmp = target.with_name(f'.{target.name}.optax-typestable-restore')
-      shutil.copy2(journal / 'backup' / rel, tmp)
-      os.replace(tmp, target)
-    else:
-      target.unlink(missing_ok=True)
-  for tmp in (root / 'optax').rglob('.*.optax-typestable-new'):
-    tmp.unlink()
-  log(f'recovered from an interrupted {entry["operation"]}: files restored '
-      'to their state before it')
-  shutil.rmtree(journal)
-  return True
-
-
-def clear_bytecode(root):
-  for cache in (root / 'optax').rglob('__pycache__'):
-    shutil.rmtree(cache, ignore_errors=True)
-
-
-def write_state(root, record):
-  tmp = root / (STATE + '.tmp')
-  tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + '\n')
-  os.replace(tmp, root / STATE)
-
-
-def verdicts(python, root, label, is_target):
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  if is_target:
-    env['PYTHONPATH'] = str(root)
-  proc = subprocess.run(
-      [python, str(REPO / 'tools' / 'verify.py')],
-      capture_output=True, text=True, env=env, check=False,
-  )
-  for line in proc.stdout.splitlines():
-    log(f'  {label}: {line}')
-  if not proc.stdout.strip():  # e.g. optax does not import with this jax
-    error = (proc.stderr.strip().splitlines() or ['no output'])[-1]
-    log(f'  {label}: the checks could not run: {error}')
-  return proc.returncode == 0
-
-
-def writable(root, paths):
-  dirs = {root} | {(root / rel).parent for rel in paths}
-  for d in sorted(dirs):
-    probe = d
-    while not probe.exists():
-      probe = probe.parent
-    if not os.access(probe, os.W_OK):
-      return probe
-  return None
-
-
-@contextlib.contextmanager
-def locked(root):
-  with open(root / LOCK, 'a') as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def status(root, patches, paths, manifest, version):
-  """(state, detail): applied / not-applied / cannot-apply."""
-  state_file = root / STATE
-  now = digests(current_contents(root, paths))
-  if state_file.exists():
-    record = json.loads(state_file.read_text())
-    if record.get('version') != version:
-      return 'cannot-apply', (
-          f'{STATE} records optax {record.get("version")}, installed is '
-          f'{version}')
-    if record.get('patched') == now:
-      return 'applied', 'recorded in ' + STATE
-    return 'cannot-apply', (
-        f'{STATE} disagrees with the files on disk (modified since applied?)')
-  if manifest is not None and modified_file(root, manifest) is None:
-    return 'not-applied', 'files match the released sha256'
-  if run_series(root, patches, paths, reverse=True) is not None:
-    return 'applied', 'series reverse-applies (no state file)'
-  name = modified_file(root, manifest) if manifest else None
-  return 'cannot-apply', (
-      f'{name} is locally modified (sha256 differs from optax {version})'
-      if name else 'files differ from the release')
-
-
-def main(argv):
-  parser = argparse.ArgumentParser(prog='tools/apply.sh')
-  parser.add_argument('--python', help='interpreter of the environment')
-  parser.add_argument('--target', help='an optax source checkout')
-  parser.add_argument(
-      '--verify-python', help='interpreter for the checks of a --target')
-  parser.add_argument('--force', action='store_true')
-  mode = parser.add_mutually_exclusive_group()
-  for m in ('check', 'revert', 'dry-run', 'list'):
-    mode.add_argument(f'--{m}', dest='mode', action='store_const', const=m)
-  args = parser.parse_args(argv)
-  args.mode = args.mode or 'apply'
+      raise Failure(2, f"not an optax source tree: {args.target}")
+    root = os.path.abspath(args.target)
+    return m.group(1), pathlib.Path(root), python, root
   try:
-    return run(args)
-  except Refused as e:
-    print(f'apply.sh: {e}', file=sys.stderr)
-    return 2
-  except KeyboardInterrupt:
-    print('apply.sh: interrupted; rerun to recover', file=sys.stderr)
-    return 130
+    out = subprocess.run([python, "-c", PROBE], capture_output=True,
+                         text=True, timeout=120, check=False).stdout
+    info = json.loads([l for l in out.splitlines()
+                       if l.startswith(MARK)][-1][len(MARK):])
+    version, root = (str(x) for x in info) if info else (None, None)
+  except (OSError, subprocess.SubprocessError, LookupError, ValueError,
+          TypeError):
+    raise Failure(2, f"not a Python 3.8+ interpreter: {python}") from None
+  if version is None:
+    raise Failure(2, f"no optax in the environment of {python} (install it: "
+                  f"{python} -m pip install optax)")
+  if not os.path.isfile(os.path.join(root, "optax", "__init__.py")):
+    raise Failure(2, f"optax {version} of {python} is not installed as files "
+                  f"in {root} (editable install? use --target CHECKOUT)")
+  return version, pathlib.Path(root), python, None
+
+
+def classify(root, pins, fix):
+  """{path: 'released' | 'patched'}; refuses a symlink or any other file."""
+  kinds = {}
+  for path, (released, patched) in pins.items():
+    file = root / path
+    if os.path.realpath(file) != os.path.join(os.path.realpath(root), path):
+      raise Failure(5, f"refused: {file} is a symlink or under one")
+    digest = series.sha256(file.read_bytes()) if file.is_file() else None
+    kinds[path] = {released: "released", patched: "patched"}.get(digest)
+    if kinds[path] is None:
+      raise Failure(4, f"{'modified by someone else' if digest else 'missing'}"
+                    f": {file}; {fix}")
+  return kinds
+
+
+def versions(root, folder, pins, kinds):
+  """{path: {'released': bytes, 'patched': bytes}}, both as pinned."""
+  out = {}
+  for path, diffs in series.file_diffs(folder).items():
+    data = (root / path).read_bytes()
+    other = "released" if kinds[path] == "patched" else "patched"
+    new = series.patch_content(diffs, data, reverse=other == "released")
+    pin = pins[path][other == "patched"]
+    if new is None or series.sha256(new) != pin:
+      got = "it does not apply" if new is None else series.sha256(new)[:12]
+      raise Failure(6, f"patches/{folder} does not give the {other} {path} "
+                    f"({got}; pinned sha256 {pin[:12]}): nothing changed")
+    out[path] = {kinds[path]: data, other: new}
+  return out
+
+
+def hook(point):
+  if os.environ.get("OPTAX_TYPESTABLE_STOP_AT") == point:  # the first time
+    del os.environ["OPTAX_TYPESTABLE_STOP_AT"]
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def write(root, new, old):
+  """Replaces each file by new[path]; on failure puts back old[path]."""
+  tmps, done, path = {}, [], None
+  try:
+    for path, data in new.items():
+      file, mode = root / path, stat.S_IMODE(os.stat(root / path).st_mode)
+      tmps[path] = file.with_name(f".{file.name}.{os.getpid()}.typestable-tmp")
+      with open(os.open(tmps[path], os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                        0o600), "wb") as f:
+        f.write(data)
+        os.fchmod(f.fileno(), mode)
+    hook("temps-written")
+    for path in new:
+      os.replace(tmps[path], root / path)
+      done.append(path)
+      hook(f"replaced-{len(done)}")
+  except OSError as e:
+    for tmp in tmps.values():
+      with contextlib.suppress(OSError):
+        os.unlink(tmp)
+    write(root, {p: old[p] for p in done}, None)  # may fail: exit 7 too
+    raise Failure(7, f"cannot write {root / path}: {e.strerror}; " + (
+        "nothing changed" if old is not None else "rerun apply or --revert")
+                  ) from None
+  for pyc in [c for p in new for c in (root / p).parent.glob(
+      f"__pycache__/{pathlib.Path(p).stem}.*.pyc")]:  # touched modules only
+    with contextlib.suppress(OSError):  # if stale, Python rechecks it
+      pyc.unlink()
+
+
+def checks(python, pythonpath, label):
+  """{check: 'PASS' | 'FAIL'}, or None if the checks could not run."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.update({"PYTHONPATH": pythonpath} if pythonpath else {})
+  try:
+    p = subprocess.run([python, str(REPO / "tools" / "checks.py")], env=env,
+                       capture_output=True, text=True, check=False)
+    lines, errs = p.stdout.splitlines(), p.stderr.splitlines()
+    ran = p.returncode in (0, 1) and lines[:1] and lines[0].startswith("optax ")
+  except (OSError, subprocess.SubprocessError) as e:
+    ran, lines, errs = False, [], [str(e)]
+  if not ran:
+    last = ([l.strip() for l in errs + lines if l.strip()] or ["no output"])[-1]
+    print(f"  {label}: the checks could not run: {last}")
+    return None
+  print("\n".join(f"  {label}: {line}" for line in lines))
+  return {w[1]: w[0] for w in map(str.split, lines[1:])
+          if len(w) > 1 and w[0] in ("PASS", "FAIL")}
 
 
 def run(args):
-  targets = read_targets()
-  if args.mode == 'list':
-    for version, folder in targets.items():
-      n = len(list((patches_root() / folder).glob('*.patch')))
-      log(f'optax {version}: patches/{folder}/ ({n} patches)')
+  if args.mode == "list":
+    for t in series.targets():
+      print(f"optax {t.release}: patches/{t.folder}"
+            + (f" (with jax {t.jax_pin})" if t.jax_pin else ""))
     return 0
-  if bool(args.python) == bool(args.target):
-    raise Refused('give exactly one of --python and --target')
-  version, root, python = target_info(args)
-  where = f'{root}/optax'
-  folder = targets.get(version)
-  if folder is None:
-    if args.mode == 'check':
-      ok = verdicts(python, root, 'check', bool(args.target))
-      log(f'optax {version} is not supported; '
-          + ('its checks pass: not needed' if ok else 'cannot apply'))
-      return EXIT_NOT_NEEDED if ok else EXIT_CANNOT
-    if re.search(r'dev|\+|rc|a\d|b\d', version):
-      raise Refused(
-          f'optax {version} at {where} is a development build, not a release: '
-          'apply patches/main with git am in a checkout instead (see '
-          'CONTRIBUTING.md)')
-    if not args.force:
-      raise Refused(
-          f'optax {version} is not supported (see tools/apply.sh --list; '
-          '--force tries the newest series)')
-    folder = list(targets.values())[-1]
-    log(f'--force: trying patches/{folder} on unsupported optax {version}')
-  patches = sorted((patches_root() / folder).glob('*.patch'))
-  if not patches:
-    raise Refused(f'no patches in patches/{folder}')
-  paths = series_paths(patches)
-  added = added_paths(patches)
-  manifest = read_manifest(version)
-  if manifest is None and not args.force:
-    raise Refused(f'no manifest for optax {version} (tools/make_manifest.sh)')
-  log(f'optax {version} at {where}, series patches/{folder} '
-      f'({len(patches)} patches)')
-
-  if args.mode in ('check', 'dry-run'):
-    if (root / JOURNAL_DIR).exists():
-      log('an interrupted run left a journal: the next apply or revert '
-          'recovers it')
-    state, detail = status(root, patches, paths, manifest, version)
-    if args.mode == 'check':
-      log(f'{state} ({detail})')
-      return {'applied': EXIT_APPLIED, 'not-applied': EXIT_NOT_APPLIED}.get(
-          state, EXIT_CANNOT)
-    if state == 'applied':
-      log('already applied: apply would change nothing')
-    elif state == 'not-applied':
-      if run_series(root, patches, paths) is None:
-        raise Refused('the series does not apply to these files')
-      log('apply would write: ' + ' '.join(paths))
-    else:
-      raise Refused(f'{detail}: apply would refuse')
+  version, root, python, pythonpath = environment(args)
+  try:
+    folder = series.target(version).folder
+  except series.SeriesError as e:
+    raise Failure(3, f"{e}; to patch an optax checkout: git am "
+                  "patches/main/*.patch (see CONTRIBUTING.md)") from None
+  print(f"optax {version} at {root / 'optax'}, series patches/{folder}")
+  pins = series.manifest(version)
+  kinds = classify(root, pins, (
+      f"{python} -m pip install --force-reinstall --no-deps optax=={version}"
+      if not args.target else f"restore optax {version}'s file in {root}"))
+  if args.mode == "check":
+    code = {("patched",): 0, ("released",): 10}.get(tuple(set(kinds.values())),
+                                                    11)
+    print({0: "applied", 10: "not applied"}.get(code, "partly applied (an "
+          "interrupted run): apply or --revert completes it"))
+    return code
+  goal = "released" if args.mode == "revert" else "patched"
+  todo = [p for p, k in kinds.items() if k != goal]
+  contents = versions(root, folder, pins, kinds)
+  leftovers = [t for p in pins for t in (root / p).parent.glob(
+      f".{pathlib.Path(p).name}.*.typestable-tmp")]
+  if not todo and not leftovers:
+    print(f"already {'applied' if goal == 'patched' else 'as released'}: "
+          "nothing changed")
     return 0
-
-  blocker = writable(root, paths)
-  if blocker is not None:
-    raise Refused(f'{blocker} is not writable: nothing changed')
-  with locked(root):
-    recover(root)
-    state, detail = status(root, patches, paths, manifest, version)
-    if args.mode == 'apply':
-      if state == 'applied':
-        log('already applied: nothing changed')
-        return 0
-      if state == 'cannot-apply' and not args.force:
-        raise Refused(f'{detail}: nothing changed')
-      new = run_series(root, patches, paths)
-      if new is None:
-        raise Refused('the series does not apply to these files: nothing '
-                      'changed')
-      log('before:')
-      verdicts(python, root, 'before', bool(args.target))
-      old = current_contents(root, paths)
-      swap(root, new, 'apply')
-      write_state(root, {
-          'version': version,
-          'series': f'patches/{folder}',
-          'patches': {p.name: sha256(p) for p in patches},
-          'pristine': digests(old),
-          'patched': digests(new),
-          'added': sorted(added),
-          'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
-              timespec='seconds'),
-      })
-      finish(root)
-      clear_bytecode(root)
-      log('after:')
-      verdicts(python, root, 'after', bool(args.target))
-      log(f'applied patches/{folder} to optax {version} '
-          '(revert: tools/apply.sh --revert)')
-      return 0
-    # revert
-    if state == 'not-applied':
-      log('not applied: nothing changed')
-      return 0
-    if state == 'cannot-apply':
-      raise Refused(f'{detail}: nothing changed')
-    new = run_series(root, patches, paths, reverse=True)
-    if new is None:
-      raise Refused('the series does not revert cleanly: nothing changed')
-    for rel in added:
-      new[rel] = None
-    if manifest is not None:
-      differ = [n for n, d in manifest.items()
-                if new.get(n) is None
-                or hashlib.sha256(new[n]).hexdigest() != d]
-      if differ and not args.force:
-        raise Refused(f'reverting would not give the released {differ[0]}: '
-                      'nothing changed')
-    swap(root, new, 'revert')
-    (root / STATE).unlink(missing_ok=True)
-    finish(root)
-    clear_bytecode(root)
-    if manifest is not None and modified_file(root, manifest) is not None:
-      raise Refused('reverted, but files differ from the release')
-    log(f'reverted patches/{folder} from optax {version}: files match the '
-        'released sha256')
+  blocker = next((p for p in sorted({root / p for p in pins} |
+                                    {(root / p).parent for p in pins})
+                  if not os.stat(p).st_mode & 0o222
+                  or not os.access(p, os.W_OK)), None)
+  if args.mode == "dry-run" or blocker:
+    print(f"would write the {goal} {', '.join(todo) or 'nothing'} and remove "
+          f"{len(leftovers)} leftover temporaries; writable: "
+          f"{'no' if blocker else 'yes'}")
+    if blocker:
+      raise Failure(5, f"refused: {blocker} is not writable (a read-only "
+                    "install?): nothing changed")
     return 0
+  for tmp in leftovers:
+    os.unlink(tmp)
+    print(f"removed a leftover temporary: {tmp}")
+  work = bool(todo) and goal == "patched"
+  before = checks(python, pythonpath, "before") if work else None
+  write(root, {p: contents[p][goal] for p in todo},
+        {p: contents[p][kinds[p]] for p in todo})
+  print(f"wrote the {goal} {', '.join(todo)}" if todo else "nothing else "
+        "to do")
+  if not work:
+    return 0
+  hook("checks-after")
+  after = checks(python, pythonpath, "after")
+  broke = [n for n, v in (before or {}).items()
+           if v == "PASS" and (after or {}).get(n) != "PASS"]
+  if before is not None and (after is None or broke):
+    write(root, {p: contents[p]["released"] for p in pins},
+          {p: contents[p]["patched"] for p in pins})
+    raise Failure(1, (f"{', '.join(broke)} passed before and failed after"
+                      if after is not None else "optax imported before and "
+                      "not after") + ": the released files were put back")
+  if before is None:
+    print("the checks could not run before: applied anyway (every file has "
+          "its pinned sha256)")
+  print(f"applied patches/{folder} to optax {version} (undo: --revert)")
+  return 0
 
 
-if __name__ == '__main__':
+class Parser(argparse.ArgumentParser):
+  def error(self, message):
+    raise Failure(2, f"{message} (see --help)")
+
+  def print_help(self, file=None):
+    print(__doc__.rstrip(), file=file)
+
+
+def main(argv):
+  parser = Parser(prog="tools/apply.py")
+  parser.add_argument("--python")
+  parser.add_argument("--target")
+  mode = parser.add_mutually_exclusive_group()
+  for m in ("check", "revert", "dry-run", "list"):
+    mode.add_argument(f"--{m}", dest="mode", action="store_const", const=m,
+                      default="apply")
+  sys.stdout.reconfigure(line_buffering=True)
+  try:
+    return run(parser.parse_args(argv))
+  except Failure as e:
+    code, msg = e.args
+  except series.SeriesError as e:
+    code, msg = 6, f"{e}: nothing changed"
+  except OSError as e:
+    code, msg = 5, f"{e.filename or ''}: {e.strerror or e}: nothing changed"
+  except KeyboardInterrupt:
+    code, msg = 130, "interrupted: rerun apply or --revert to complete it"
+  print(f"apply.py: {msg}", file=sys.stderr)
+  return code
+
+
+if __name__ == "__main__":
   sys.exit(main(sys.argv[1:]))
