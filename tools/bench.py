@@ -172,7 +172,7 @@ def main(argv):
         f"{os.getloadavg()[0]:.1f} at end\njax {jax.__version__}, optax "
         f"{args.optax_version} (patches/{folder}), {repeats} repeats, "
         "interleaved\ntimes in ms: min/median (spread = (max-min)/median)\n")
-  print(f"{'config':31s} {'variant':10s} {'compiles':8s} "
+  print(f"{'config':34s} {'variant':10s} {'compiles':8s} "
         + " ".join(f"{m:22s}" for m in MEASURES))
   ok, report = True, []
   for i, cfg in enumerate(configs):
@@ -181,14 +181,14 @@ def main(argv):
                for m in ("compiles",) + MEASURES} for v in VARIANTS}
     for v in VARIANTS:
       compiles = sorted(set(get[v]["compiles"]))
-      print(f"{name:31s} {v:10s} {'/'.join(map(str, compiles)):8s} "
+      print(f"{name:34s} {v:10s} {'/'.join(map(str, compiles)):8s} "
             + " ".join(f"{_cell(get[v][m]):22s}" for m in MEASURES))
     ok &= max(get["patched"]["compiles"]) == 1
     row = dict(config=name, samples=get)
     for other in ("unpatched", "workaround"):
       claims = {m: _ratio(get["patched"][m], get[other][m]) for m in MEASURES}
       row[f"patched/{other}"] = {m: c[0] for m, c in claims.items()}
-      print(f"{'':31s} patched/{other}: "
+      print(f"{'':34s} patched/{other}: "
             + "; ".join(f"{m} {c[1]}" for m, c in claims.items()))
     report.append(row)
   if args.json:
