@@ -1,99 +1,92 @@
-"""Patched optax gives bit-identical iterates to unpatched optax.
+"""Patched optax gives bit-identical iterates and final state to unpatched.
 
-Builds a pristine and a patched overlay of optax releases from its PyPI
-wheel (tools/overlay.sh) and runs tests/numerics_run.py under each. The
-releases are $OPTAX_VERSION, else the newest release of each series folder of
-patches/targets.tsv; configurations where the unpatched release crashes (the
-bugs the series fixes) are not compared, and the patched one must run them
-all. A release pinned to another jax in targets.tsv is skipped here:
-tools/release_matrix.sh runs this test for every release under its own jax.
+For the optax release $OPTAX_VERSION (default: the installed optax's
+version), builds a pristine and a patched overlay from the release's PyPI
+wheel (tools/series.py) and runs the same jitted steps under each, in a
+subprocess with PYTHONPATH=<overlay> (tools/lbfgs_steps.py): L-BFGS with
+its default zoom linesearch, with backtracking (store_grad off and on), and
+sgd followed by the zoom linesearch alone, each under x32/float32,
+x64/float64 and x64/float32, on three problems (a Latin square: every
+optimizer meets every problem and every dtype, in 12 runs, not 36: each run
+is a compilation, and the release matrix runs this test once per release).
+Runs where the pristine release crashes (the bugs its series fixes) are not
+compared; the patched one must run them all. A release pinned to another
+jax in patches/targets.tsv is skipped: tools/release_matrix.sh runs this
+test for every release in a throwaway environment with the jax it needs.
 """
 
+import importlib.metadata
+import json
 import os
 import pathlib
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+import series  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+VERSION = os.environ.get("OPTAX_VERSION") or importlib.metadata.version("optax")
+STEPS = 30
+DTYPES = ({"x64": False, "dtype": "float32"}, {"x64": True, "dtype": "float64"},
+          {"x64": True, "dtype": "float32"})
+OPTIMIZERS = {
+    "lbfgs": dict(from_state=True),
+    "lbfgs_backtracking": dict(linesearch="backtracking", ls_steps=20),
+    "lbfgs_backtracking_store_grad": dict(
+        linesearch="backtracking", ls_steps=20, store_grad=True,
+        from_state=True),
+    "sgd_zoom": dict(optimizer="sgd", linesearch="zoom", ls_steps=20),
+}
+PROBLEMS = ("rosenbrock", "quadratic", "zakharov")
+CONFIGS = {
+    f"{'x64' if d['x64'] else 'x32'}/{d['dtype']}/{PROBLEMS[(i + j) % 3]}/"
+    f"{name}": dict(d, objective=PROBLEMS[(i + j) % 3], steps=STEPS, **fields)
+    for i, d in enumerate(DTYPES)
+    for j, (name, fields) in enumerate(OPTIMIZERS.items())
+}
 
 
-def _targets():
-  """{release: (series folder, jax pin or "")} from targets.tsv, in order."""
-  targets = {}
-  for line in (REPO / "patches" / "targets.tsv").read_text().splitlines():
-    if line.strip() and not line.startswith("#"):
-      version, folder, jax_pin = (line.split("\t") + [""])[:3]
-      targets[version] = (REPO / "patches" / folder, jax_pin.strip())
-  return targets
-
-
-def _overlay(version, dest, series=None):
-  cmd = ["bash", str(REPO / "tools" / "overlay.sh"), version, str(dest)]
-  if series is not None:
-    cmd.append(str(series))
-  env = dict(os.environ, PYTHON=sys.executable)
-  subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-  return dest
-
-
-def _run_both(pristine, patched, tmp_path):
-  """numerics_run.py under both overlays, concurrently: their results."""
+def _run_both(tmp_path):
+  """The harness under a pristine and a patched overlay, concurrently."""
   procs = []
-  for overlay in (pristine, patched):
+  for name, folder in (("pristine", None),
+                       ("patched", series.target(VERSION).folder)):
+    overlay = series.overlay(VERSION, tmp_path / name, folder)
     env = dict(os.environ, PYTHONPATH=str(overlay), JAX_PLATFORMS="cpu")
-    out = tmp_path / f"{overlay.name}.npz"
-    cmd = [sys.executable, str(REPO / "tests" / "numerics_run.py"), str(out)]
-    procs.append((subprocess.Popen(cmd, env=env, cwd=str(overlay)), out))
-  codes = [proc.wait() for proc, _ in procs]
-  assert codes == [0, 0], codes
+    out = tmp_path / f"{name}.npz"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "tools" / "lbfgs_steps.py"), str(out)],
+        stdin=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    proc.stdin.write(json.dumps(CONFIGS))
+    proc.stdin.close()
+    procs.append((proc, out))
+  assert [proc.wait() for proc, _ in procs] == [0, 0]
   return [dict(np.load(out)) for _, out in procs]
 
 
-def _versions():
-  """$OPTAX_VERSION, else the newest release of each series folder."""
-  if "OPTAX_VERSION" in os.environ:
-    return [os.environ["OPTAX_VERSION"]]
-  newest = {}
-  for version, (folder, _) in _targets().items():
-    newest[folder] = version  # rows are in release order
-  return sorted(newest.values())
-
-
-@pytest.mark.parametrize("version", _versions())
-def test_patched_iterates_are_bit_identical(tmp_path, version):
-  targets = _targets()
-  if version not in targets:
-    pytest.fail(f"optax {version} is not in patches/targets.tsv")
-  series, jax_pin = targets[version]
-  if jax_pin and jax_pin != jax.__version__:
-    pytest.skip(f"optax {version} needs jax {jax_pin} (patches/targets.tsv), "
-                f"this is jax {jax.__version__}: tools/release_matrix.sh "
-                "runs it under that jax")
-  pristine, patched = _run_both(
-      _overlay(version, tmp_path / "pristine"),
-      _overlay(version, tmp_path / "patched", series),
-      tmp_path,
-  )
+def test_patched_iterates_and_state_are_bit_identical(tmp_path):
+  pin = series.target(VERSION).jax_pin
+  if pin and pin != importlib.metadata.version("jax"):
+    pytest.skip(f"optax {VERSION} needs jax {pin} (patches/targets.tsv): "
+                "tools/release_matrix.sh runs it under that jax")
+  pristine, patched = _run_both(tmp_path)
   errors = {k: str(v) for k, v in patched.items() if k.endswith("/error")}
   assert not errors, errors
-  # Unpatched old releases crash in some configurations: compare the others.
-  crashed = {k[: -len("/error")] for k in pristine if k.endswith("/error")}
-  compared = sorted(k for k in pristine if k.rsplit("/", 1)[0] not in crashed)
-  assert compared == sorted(
-      k for k in patched if k.rsplit("/", 1)[0] not in crashed
-  )
-  assert len(compared) >= 30, compared
-  different = [
-      key for key in compared
-      if pristine[key].dtype != patched[key].dtype
-      or pristine[key].tobytes() != patched[key].tobytes()
-  ]
-  assert not different, different
-  # The runs did optimize: guards against comparing two empty or stuck runs.
-  moved = [k for k in compared if k.endswith("/params")
-           and not np.array_equal(pristine[k][0], pristine[k][-1])]
-  assert len(moved) >= 15, moved
+  compared = [c for c in CONFIGS if f"{c}/error" not in pristine]
+  assert len(compared) >= len(CONFIGS) // 2, sorted(pristine)
+  for config in compared:
+    keys = sorted(k for k in pristine if k.startswith(f"{config}/")
+                  and k != f"{config}/compilations")  # the bug: 2 vs 1
+    assert keys == sorted(k for k in patched if k.startswith(f"{config}/")
+                          and k != f"{config}/compilations")
+    different = [k for k in keys if pristine[k].dtype != patched[k].dtype
+                 or pristine[k].tobytes() != patched[k].tobytes()]
+    assert not different, different
+    # The runs did optimize: guards against comparing two stuck runs.
+    params = pristine[f"{config}/params"]
+    assert params.shape[0] == STEPS and not np.array_equal(params[0],
+                                                            params[-1]), config

@@ -1,24 +1,43 @@
 """Benchmark: compilations, start-up and per-step cost of a jitted L-BFGS step.
 
-Three variants measured back to back in one invocation, each in its own
-process on an optax overlay (tools/overlay.sh): unpatched, patched, and
-unpatched + the usual workaround (casting the new state back to the old
-state's dtypes every step). Same inputs for every variant.
+Variants, on overlays of one optax release built by tools/series.py:
+  unpatched    the release as published
+  patched      with its series applied
+  workaround   unpatched, the new state cast back to the old state's dtypes
+               after every update (lbfgs_steps.Config.cast_back)
+Per configuration (linesearch, x64, dtype, size; problem: the
+ill-conditioned "quadratic" of tools/lbfgs_steps.py) it measures:
+  compiles     traces of the jitted step over its calls (1 = compiled once)
+  startup      the first 5 calls of a new jitted step, compilation included
+  step         steady state: median of 20 calls after 3 more warm-up calls
+  scan         a new jitted lax.scan of 20 steps, compilation included
 
-Per configuration (linesearch, x64, dtype, size) it measures:
-  compiles   traces of a jitted step over N calls (1 = compiled once)
-  startup    time of the first K steps, compilation included (new jitted
-             function and optimizer per repeat, so nothing is cached)
-  step       steady-state time per step (median over repeats, no compile)
-  scan       time of a fresh jax.lax.scan of M steps, compile included
-Claims are ratios measured in the same run: patched/unpatched and
-patched/workaround.
+Interleaved: repeat r runs the variants in the order unpatched, patched,
+workaround (ABCABC...), each in a fresh process that measures every
+configuration once. A fresh process rather than a fresh jitted function in
+one process, because the variants are different optax packages, which
+cannot share a process, and because then every run of every variant starts
+from the same cold in-memory caches of jax (traced jnp helpers, compiled
+executables), so start-up pays the same one-time costs everywhere. Process
+start and the import of jax are not timed; a warm-up compilation in each
+process keeps backend initialization out of the first configuration.
+JAX_COMPILATION_CACHE_DIR is unset: compilations are never read from disk.
 
-usage: bench.py [--quick] [--repeats N] [--json FILE] [--out DIR]
-                [--optax-version V] [--series DIR]
+Ratios are paired: patched/other of repeat r compares two runs adjacent in
+time, so the slow drifts of a shared machine cancel. Each is shown as the
+median [min-max] over the repeats and only when the whole range lies on one
+side of 1.0 (all repeats agree; with 5 repeats a sign test gives p = 1/16),
+else as "no difference measurable". With many ratios a few pass by chance
+(1 in 16 each): a finding is what holds across configurations and runs.
+Timing never fails the run; the exit status is 1 only when the patched
+step compiled more than once.
+
+usage: bench.py [--quick] [--repeats N] [--sizes N,N...] [--only S,S...]
+                [--json FILE] [--optax-version V]
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -27,217 +46,160 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+TOOLS = pathlib.Path(__file__).resolve().parent
 VARIANTS = ("unpatched", "patched", "workaround")
+MEASURES = ("startup", "step", "scan")
+STARTUP, WARM, STEADY, SCAN = 5, 3, 20, 20
 
 
-def _configs(quick):
+def _configs(quick, sizes):
+  """[(linesearch, x64, dtype, size)]: lbfgs() (zoom) and backtracking."""
   if quick:
     return [("zoom", x64, "float32", 1000) for x64 in (False, True)]
+  return [(ls, x64, dtype, size) for ls in ("zoom", "backtracking")
+          for x64, dtype in ((False, "float32"), (True, "float32"),
+                             (True, "float64")) for size in sizes]
+
+
+def _worker(cast_back, configs):
+  """One run of every configuration, in this process's optax."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import lbfgs_steps  # pylint: disable=g-import-not-at-top
+
+  jax.block_until_ready(jax.jit(lambda x: x + 1)(1.0))  # backend start-up
   out = []
-  for ls in ("zoom", "backtracking"):
-    for x64, dtype in ((False, "float32"), (True, "float32"), (True, "float64")):
-      for size in (10, 1000, 100_000):
-        out.append((ls, x64, dtype, size))
+  for ls, x64, dtype, size in configs:
+    cfg = lbfgs_steps.Config(
+        linesearch="default" if ls == "zoom" else "backtracking", x64=x64,
+        dtype=dtype, objective="quadratic", size=size, cast_back=cast_back,
+        steps=STARTUP + WARM + STEADY)
+    steps = lbfgs_steps.run(cfg)
+    scan = lbfgs_steps.run(dataclasses.replace(cfg, scan=True, steps=SCAN))
+    out.append(dict(compiles=steps.compilations,
+                    startup=sum(steps.seconds[:STARTUP]),
+                    step=statistics.median(steps.seconds[STARTUP + WARM:]),
+                    scan=scan.seconds[0]))
   return out
 
 
-# ------------------------------------------------------------------ worker --
-def _worker(variant, configs, repeats):
-  """Runs in a subprocess whose PYTHONPATH selects the optax overlay."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  results = []
-  for ls, x64, dtype, size in configs:
-    jax.config.update("jax_enable_x64", x64)
-    import optax  # pylint: disable=g-import-not-at-top
-
-    def fn(x):  # an ill-conditioned smooth problem
-      scales = jnp.logspace(0, 3, x.shape[0], dtype=x.dtype)
-      return jnp.sum(scales * x**2) + jnp.sum(jnp.cos(x))
-
-    def make_step():
-      if ls == "zoom":
-        opt = optax.lbfgs()
-      else:
-        opt = optax.lbfgs(linesearch=optax.scale_by_backtracking_linesearch(
-            max_backtracking_steps=15))
-      traces = [0]
-
-      def step(params, state):
-        traces[0] += 1
-        value, grad = jax.value_and_grad(fn)(params)
-        updates, new_state = opt.update(
-            grad, state, params, value=value, grad=grad, value_fn=fn)
-        if variant == "workaround":
-          new_state = jax.tree.map(lambda x, y: x.astype(y.dtype),
-                                   new_state, state)
-        return optax.apply_updates(params, updates), new_state
-
-      return opt, step, traces
-
-    x0 = jnp.linspace(-1.0, 1.0, size, dtype=dtype)
-    startup, per_step, scans, compiles = [], [], [], None
-    for _ in range(repeats):
-      opt, step, traces = make_step()
-      jitted = jax.jit(step)
-      params, state = x0, opt.init(x0)
-      t0 = time.perf_counter()
-      for _ in range(5):
-        params, state = jitted(params, state)
-      jax.block_until_ready(params)
-      startup.append(time.perf_counter() - t0)
-      for _ in range(3):  # warm
-        params, state = jitted(params, state)
-      jax.block_until_ready(params)
-      times = []
-      for _ in range(20):
-        t0 = time.perf_counter()
-        params, state = jitted(params, state)
-        jax.block_until_ready(params)
-        times.append(time.perf_counter() - t0)
-      per_step.append(statistics.median(times))
-      compiles = traces[0]
-      opt, step, _ = make_step()
-      t0 = time.perf_counter()
-      out, _ = jax.jit(lambda c, s=step: jax.lax.scan(
-          lambda c_, _: (s(*c_), None), c, length=20))((x0, opt.init(x0)))
-      jax.block_until_ready(out)
-      scans.append(time.perf_counter() - t0)
-    results.append(dict(
-        linesearch=ls, x64=x64, dtype=dtype, size=size, variant=variant,
-        compiles=compiles, startup=startup, step=per_step, scan=scans))
-  return results
-
-
-# ------------------------------------------------------------------ driver --
-def _overlay(version, dest, series=None):
-  cmd = ["bash", str(REPO / "tools" / "overlay.sh"), version, str(dest)]
-  if series:
-    cmd.append(str(series))
-  subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL,
-                 env=dict(os.environ, PYTHON=sys.executable))
-  return dest
+def _name(cfg):
+  return f"{cfg[0]} {'x64' if cfg[1] else 'x32'} {cfg[2]} n={cfg[3]}"
 
 
 def _machine():
   cpu = "unknown CPU"
   try:
-    for line in open("/proc/cpuinfo"):
-      if line.startswith("model name"):
-        cpu = line.split(":", 1)[1].strip()
-        break
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      cpu = next((l.split(":", 1)[1].strip() for l in f
+                  if l.startswith("model name")), cpu)
   except OSError:
     pass
-  return f"{cpu}, {os.cpu_count()} cores, {platform.python_version()}"
+  return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def _fmt(seconds):
+def _ms(seconds):
   ms = seconds * 1e3
-  return f"{ms:8.3f}" if ms < 10 else f"{ms:8.1f}"
+  return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
+
+
+def _cell(samples):
+  """min/median (spread: (max-min)/median), in ms."""
+  med = statistics.median(samples)
+  spread = (max(samples) - min(samples)) / med
+  return f"{_ms(min(samples))}/{_ms(med)} ({spread:.0%})"
+
+
+def _ratio(ours, theirs):
+  """Paired ratios over the repeats, as a claim or as no claim."""
+  ratios = [a / b for a, b in zip(ours, theirs)]
+  low, high = min(ratios), max(ratios)
+  if len(ratios) < 3:
+    return None, "not compared (fewer than 3 repeats)"
+  if low <= 1.0 <= high:
+    return None, "no difference measurable"
+  return statistics.median(ratios), (
+      f"{statistics.median(ratios):.2f} [{low:.2f}-{high:.2f}]")
 
 
 def main(argv):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true",
-                      help="1k problem, lbfgs() zoom, x64 off and on")
-  parser.add_argument("--json", help="write every number to this file")
-  parser.add_argument("--out", default=str(REPO / ".bench"),
-                      help="directory for the chart (default .bench/)")
-  parser.add_argument("--optax-version", default="0.2.8")
-  parser.add_argument("--series", default=str(REPO / "patches" / "0.2.8"))
+                      help="CI smoke test: lbfgs(), n=1000, x64 off and on")
   parser.add_argument("--repeats", type=int,
-                      help="repeats per measurement (default 3 quick, 5 full)")
+                      help="runs of each variant (default 1 quick, 5 full)")
+  parser.add_argument("--sizes", default="10,1000,100000",
+                      help="problem sizes of the full run")
+  parser.add_argument("--only", help="configurations whose name contains one "
+                      "of these comma-separated strings, e.g. 'x64 float64'")
+  parser.add_argument("--json", help="write every sample to this file")
+  parser.add_argument("--optax-version", default="0.2.8")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.worker:
-    variant, quick, repeats = args.worker.split(",")
-    json.dump(_worker(variant, _configs(quick == "1"), int(repeats)),
+    json.dump(_worker(args.worker == "workaround", json.load(sys.stdin)),
               sys.stdout)
     return 0
-  if not pathlib.Path(args.series).is_dir():
-    parser.error(f"no such series: {args.series}")
-  repeats = args.repeats or (3 if args.quick else 5)
+  sys.path.insert(0, str(TOOLS))
+  import series  # pylint: disable=g-import-not-at-top
+  try:
+    sizes = [int(s) for s in args.sizes.split(",")]
+    folder = series.target(args.optax_version).folder
+  except (ValueError, series.SeriesError) as e:
+    parser.error(str(e))
+  repeats = args.repeats or (1 if args.quick else 5)
   if repeats < 1:
     parser.error("--repeats must be at least 1")
+  configs = [c for c in _configs(args.quick, sizes) if not args.only or any(
+      o in _name(c) for o in args.only.split(","))]
+  if not configs:
+    parser.error(f"no configuration matches --only {args.only}")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)  # compilations are measured
+  samples = {v: [] for v in VARIANTS}  # variant -> [per repeat: [per config]]
+  load = os.getloadavg()[0]
   with tempfile.TemporaryDirectory() as tmp:
-    pristine = _overlay(args.optax_version, pathlib.Path(tmp, "u"))
-    patched = _overlay(args.optax_version, pathlib.Path(tmp, "p"), args.series)
-    rows = []
-    for variant in VARIANTS:
-      overlay = patched if variant == "patched" else pristine
-      out = subprocess.run(
-          [sys.executable, __file__, "--worker",
-           f"{variant},{int(args.quick)},{repeats}"],
-          check=True, capture_output=True, text=True,
-          env=dict(os.environ, PYTHONPATH=str(overlay), JAX_PLATFORMS="cpu"))
-      rows += json.loads(out.stdout)
+    pristine = series.overlay(args.optax_version, pathlib.Path(tmp, "u"))
+    patched = series.overlay(args.optax_version, pathlib.Path(tmp, "p"), folder)
+    for r in range(repeats):
+      for v in VARIANTS:
+        print(f"repeat {r + 1}/{repeats}: {v}", file=sys.stderr, flush=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", v], check=True, text=True,
+            input=json.dumps(configs), capture_output=True,
+            env=dict(env, PYTHONPATH=str(patched if v == "patched"
+                                         else pristine)))
+        samples[v].append(json.loads(proc.stdout))
   import jax  # pylint: disable=g-import-not-at-top
 
-  print(f"machine: {_machine()}; jax {jax.__version__}; "
-        f"optax {args.optax_version}; repeats {repeats}")
-  print("times in ms (min/median over repeats); ratios of medians\n")
-  key = lambda r: (r["linesearch"], r["x64"], r["dtype"], r["size"])
-  by = {(key(r), r["variant"]): r for r in rows}
-  header = (f"{'config':32s} {'variant':10s} {'compiles':>8s} "
-            f"{'startup':>17s} {'step':>17s} {'scan(20)':>17s}")
-  print(header)
-  ok = True
-  summary = []
-  for cfg in sorted({key(r) for r in rows}):
-    name = f"{cfg[0]} {'x64' if cfg[1] else 'x32'} {cfg[2]} n={cfg[3]}"
+  print(f"machine: {_machine()}; 1-min load average {load:.1f} at start, "
+        f"{os.getloadavg()[0]:.1f} at end\njax {jax.__version__}, optax "
+        f"{args.optax_version} (patches/{folder}), {repeats} repeats, "
+        "interleaved\ntimes in ms: min/median (spread = (max-min)/median)\n")
+  print(f"{'config':34s} {'variant':10s} {'compiles':8s} "
+        + " ".join(f"{m:22s}" for m in MEASURES))
+  ok, report = True, []
+  for i, cfg in enumerate(configs):
+    name = _name(cfg)
+    get = {v: {m: [run[i][m] for run in samples[v]]
+               for m in ("compiles",) + MEASURES} for v in VARIANTS}
     for v in VARIANTS:
-      r = by[(cfg, v)]
-      cells = [f"{_fmt(min(r[m]))}/{_fmt(statistics.median(r[m]))}"
-               for m in ("startup", "step", "scan")]
-      print(f"{name:32s} {v:10s} {r['compiles']:8d} " + " ".join(cells))
-    p, u, w = (by[(cfg, v)] for v in ("patched", "unpatched", "workaround"))
-    med = lambda r, m: statistics.median(r[m])
-    ratios = {f"{m}_patched/{o}": med(p, m) / med(r, m)
-              for m in ("startup", "step", "scan")
-              for o, r in (("unpatched", u), ("workaround", w))}
-    summary.append(dict(config=name, compiles={v: by[(cfg, v)]["compiles"]
-                                                for v in VARIANTS}, **ratios))
-    print(f"{'':32s} {'ratio':10s} patched/unpatched: startup "
-          f"{ratios['startup_patched/unpatched']:.2f}, step "
-          f"{ratios['step_patched/unpatched']:.2f}, scan "
-          f"{ratios['scan_patched/unpatched']:.2f} | patched/workaround: "
-          f"startup {ratios['startup_patched/workaround']:.2f}, step "
-          f"{ratios['step_patched/workaround']:.2f}")
-    ok &= p["compiles"] == 1
+      compiles = sorted(set(get[v]["compiles"]))
+      print(f"{name:34s} {v:10s} {'/'.join(map(str, compiles)):8s} "
+            + " ".join(f"{_cell(get[v][m]):22s}" for m in MEASURES))
+    ok &= max(get["patched"]["compiles"]) == 1
+    row = dict(config=name, samples=get)
+    for other in ("unpatched", "workaround"):
+      claims = {m: _ratio(get["patched"][m], get[other][m]) for m in MEASURES}
+      row[f"patched/{other}"] = {m: c[0] for m, c in claims.items()}
+      print(f"{'':34s} patched/{other}: "
+            + "; ".join(f"{m} {c[1]}" for m, c in claims.items()))
+    report.append(row)
   if args.json:
-    with open(args.json, "w") as f:
+    with open(args.json, "w", encoding="utf-8") as f:
       json.dump(dict(machine=_machine(), jax=jax.__version__,
-                     optax=args.optax_version, rows=rows, ratios=summary),
-                f, indent=1)
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    print("\nno matplotlib: chart skipped (pip install matplotlib)")
-  else:
-    cfgs = sorted({key(r) for r in rows})
-    fig, ax = plt.subplots(figsize=(max(6, len(cfgs) * 0.9), 4))
-    width = 0.27
-    for i, v in enumerate(VARIANTS):
-      ax.bar([j + (i - 1) * width for j in range(len(cfgs))],
-             [statistics.median(by[(c, v)]["startup"]) for c in cfgs],
-             width, label=v)
-    ax.set_xticks(range(len(cfgs)))
-    ax.set_xticklabels([f"{c[0]}\n{'x64' if c[1] else 'x32'} {c[2]}\nn={c[3]}"
-                        for c in cfgs], fontsize=7)
-    ax.set_ylabel("first 5 steps incl. compile (s)")
-    ax.set_title("L-BFGS start-up time per variant (median)")
-    ax.legend()
-    fig.tight_layout()
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "startup.png")
-    fig.savefig(path, dpi=120)
-    print(f"\nchart: {path}")
+                     optax=args.optax_version, repeats=repeats,
+                     configs=report), f, indent=1)
   if not ok:
     print("FAIL: the patched step compiled more than once", file=sys.stderr)
     return 1

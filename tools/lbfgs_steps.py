@@ -1,0 +1,165 @@
+"""Runs N jitted L-BFGS (or linesearch) steps; reports what they did.
+
+tools/checks.py, tests/test_numerics.py and tools/bench.py describe a run as
+a Config and get a Result: traces of the jitted step (1 = compiled once),
+iterates, values, wall times, final state, and the types of the state
+before and after. optax is imported by run(): PYTHONPATH picks the optax.
+
+usage: lbfgs_steps.py OUT.npz < CONFIGS.json
+  CONFIGS.json maps a name to Config fields; OUT.npz gets, per name,
+  NAME/params, NAME/values, NAME/compilations, NAME/state<i> (one per state
+  leaf), or NAME/error if the run raised (an unpatched optax's bug).
+"""
+
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _quadratic(x):
+  scales = jnp.logspace(0, 4, x.shape[0], dtype=x.dtype)
+  return 0.5 * jnp.sum(scales * x**2) + jnp.sum(jnp.sin(x))
+
+
+def _zakharov(x):
+  s = jnp.sum(0.5 * jnp.arange(1, x.shape[0] + 1, dtype=x.dtype) * x)
+  return jnp.sum(x**2) + s**2 + s**4
+
+
+# name: (function, x0 = linspace(low, high, size), default size)
+OBJECTIVES = {
+    "sphere": (lambda x: jnp.sum(x**2), 1.0, 3.0, 3),
+    "rosenbrock": (lambda x: jnp.sum(100.0 * (x[1:] - x[:-1]**2)**2
+                                     + (1.0 - x[:-1])**2), -1.2, 1.0, 10),
+    "quadratic": (_quadratic, -3.0, 3.0, 50),  # ill-conditioned
+    "zakharov": (_zakharov, 0.5, 1.5, 5),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  optimizer: str = "lbfgs"      # lbfgs | sgd (sgd(1e-3), then the linesearch)
+  linesearch: str = "default"   # default (lbfgs()'s own) | zoom | backtracking
+  ls_steps: int = 15            # max steps of a zoom/backtracking linesearch
+  store_grad: bool = False      # backtracking's store_grad
+  x64: bool = False             # jax_enable_x64 during the run
+  dtype: str = "float32"        # of the params
+  objective: str = "sphere"     # a key of OBJECTIVES
+  size: int = 0                 # of the params; 0: the objective's default
+  loss_dtype: str = ""          # cast the loss to this dtype ("": as computed)
+  from_state: bool = False      # optax.value_and_grad_from_state, not jax's
+  strict: bool = False          # under jax.numpy_dtype_promotion("strict")
+  cast_back: bool = False       # workaround: new state cast to the old dtypes
+  steps: int = 5
+  scan: bool = False            # all steps in one jitted lax.scan
+
+
+@dataclasses.dataclass
+class Result:
+  compilations: int   # traces of the step function
+  params: np.ndarray  # iterate after each step, shape (steps, size)
+  values: np.ndarray  # objective at each step's input, shape (steps,)
+  seconds: list       # wall time per call, compilation included (scan: 1)
+  state: list         # final state leaves (numpy)
+  types_before: dict  # state leaf path -> "float32" or "float32 weak"
+  types_after: dict
+
+
+def types(tree):
+  """{leaf path: dtype, with " weak" if weakly typed} of a pytree."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(path): str(jax.typeof(x).dtype)
+          + (" weak" if jax.typeof(x).weak_type else "") for path, x in leaves}
+
+
+def _optimizer(optax, cfg):
+  ls = {"default": lambda: None,
+        "zoom": lambda: optax.scale_by_zoom_linesearch(cfg.ls_steps),
+        "backtracking": lambda: optax.scale_by_backtracking_linesearch(
+            cfg.ls_steps, store_grad=cfg.store_grad)}[cfg.linesearch]()
+  if cfg.optimizer == "sgd":
+    return optax.chain(optax.sgd(1e-3), ls)
+  return optax.lbfgs() if ls is None else optax.lbfgs(linesearch=ls)
+
+
+def run(cfg):
+  """Runs cfg.steps steps as cfg says; returns a Result. Raises what it does."""
+  previous = jax.config.read("jax_enable_x64")
+  jax.config.update("jax_enable_x64", cfg.x64)
+  try:
+    with (jax.numpy_dtype_promotion("strict") if cfg.strict
+          else contextlib.nullcontext()):
+      return _run(cfg)
+  finally:
+    jax.config.update("jax_enable_x64", previous)
+
+
+def _run(cfg):
+  import optax  # pylint: disable=g-import-not-at-top
+  fn, low, high, size = OBJECTIVES[cfg.objective]
+  if cfg.loss_dtype:
+    fn = lambda x, f=fn: f(x).astype(cfg.loss_dtype)
+  params = jnp.linspace(low, high, cfg.size or size, dtype=cfg.dtype)
+  opt = _optimizer(optax, cfg)
+  traces = 0
+
+  def step(params, state):
+    nonlocal traces
+    traces += 1
+    value, grad = (optax.value_and_grad_from_state(fn)(params, state=state)
+                   if cfg.from_state else jax.value_and_grad(fn)(params))
+    updates, new_state = opt.update(
+        grad, state, params, value=value, grad=grad, value_fn=fn)
+    if cfg.cast_back:
+      new_state = jax.tree.map(lambda n, o: n.astype(o.dtype), new_state, state)
+    return optax.apply_updates(params, updates), new_state, value
+
+  def scan(params, state):  # all steps in one program
+    def body(carry, _):
+      params, state, value = step(*carry)
+      return (params, state), (params, value)
+    (params, state), ys = jax.lax.scan(body, (params, state), length=cfg.steps)
+    return params, state, ys
+
+  state = opt.init(params)
+  before, seconds, ys = types(state), [], []
+  jitted = jax.jit(scan if cfg.scan else step)
+  for _ in range(1 if cfg.scan else cfg.steps):
+    t0 = time.perf_counter()
+    params, state, y = jax.block_until_ready(jitted(params, state))
+    seconds.append(time.perf_counter() - t0)
+    ys.append(y if cfg.scan else (params, y))
+  iterates, values = ys[0] if cfg.scan else map(jnp.stack, zip(*ys))
+  return Result(
+      compilations=traces, params=np.asarray(iterates),
+      values=np.asarray(values), seconds=seconds,
+      state=[np.asarray(x) for x in jax.tree.leaves(state)],
+      types_before=before, types_after=types(state))
+
+
+def main(argv):
+  if len(argv) != 1:
+    print("usage: " + __doc__.split("usage: ")[1], file=sys.stderr, end="")
+    return 2
+  out = {}
+  for name, fields in json.load(sys.stdin).items():
+    try:
+      result = run(Config(**fields))
+    except Exception as e:  # pylint: disable=broad-except
+      out[f"{name}/error"] = np.asarray(f"{type(e).__name__}: {e}"[:300])
+      continue
+    out.update({f"{name}/state{i}": x for i, x in enumerate(result.state)})
+    out[f"{name}/params"], out[f"{name}/values"] = result.params, result.values
+    out[f"{name}/compilations"] = np.asarray(result.compilations)
+  np.savez(argv[0], **out)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
