@@ -19,7 +19,7 @@ UPSTREAM = ["main", "main-guard"]
 
 def diff_lines(diff):
   return [l for l in diff.splitlines()
-          if l[:1] in "+-" and not l.startswith(("+++", "---"))]
+          if l.startswith(("+", "-")) and not l.startswith(("+++", "---"))]
 
 
 def changed_lines(folder, keep):
