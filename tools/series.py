@@ -21,10 +21,8 @@ usage: series.py targets                  release, folder, jax pin (TSV)
        series.py manifest [RELEASE...]    rewrite patches/manifest/
 """
 
-import collections
 import dataclasses
 import hashlib
-import itertools
 import os
 import pathlib
 import posixpath
@@ -82,39 +80,29 @@ def base_commit(folder):
   return m.group(1) if m else None
 
 
-_HEADER_OK = re.compile(r"index [0-9a-f]+\.\.[0-9a-f]+ 100644$")
+# What a file's diff must start with: a modification of an existing regular
+# .py file under optax/ (no new, deleted, renamed, binary or symlinked file,
+# no mode change, no path outside optax/).
+_DIFF_HEAD = re.compile(r"diff --git a/(optax/\S+\.py) b/\1\n"
+                        r"index [0-9a-f]+\.\.[0-9a-f]+ 100644\n"
+                        r"--- a/\1\n\+\+\+ b/\1\n")
 
 
 def _sections(patch):
   """Yields (path, diff text) for each file of one format-patch file."""
-  lines = patch.read_text().splitlines(keepends=True)
-  starts = [i for i, l in enumerate(lines) if l.startswith("diff --git ")]
-  for n, start in enumerate(starts):
-    end = starts[n + 1] if n + 1 < len(starts) else len(lines)
-    body = lines[start:end]
-    for cut, line in enumerate(body):  # drop a signature or base-commit tail
-      if line in ("-- \n", "--\n") or line.startswith("base-commit: "):
-        body = body[:cut]
-        break
-    m = re.fullmatch(r"diff --git a/(\S+) b/(\S+)\n", body[0])
-    path = m.group(1) if m and m.group(1) == m.group(2) else None
-    where = f"{patch.name}: {body[0].strip()}"
-    if path is None or posixpath.normpath(path) != path or not (
-        path.startswith("optax/") and path.endswith(".py")):
-      raise SeriesError(f"{where}: not a file under optax/")
-    header = list(itertools.takewhile(lambda l: not l.startswith("--- "),
-                                      body[1:]))
-    if len(header) != 1 or not _HEADER_OK.match(header[0].strip()) or (
-        body[2:4] != [f"--- a/{path}\n", f"+++ b/{path}\n"]):
-      raise SeriesError(f"{where}: a series may only modify existing "
-                        "regular files (no new, deleted, renamed, binary, "
-                        "symlinked files or mode changes)")
-    yield path, "".join(body)
+  text = re.split(r"^base-commit: |^-- \n(?=\S*\n*\Z)", patch.read_text(),
+                  flags=re.M)[0]
+  for diff in re.split(r"^(?=diff --git )", text, flags=re.M)[1:]:
+    m = _DIFF_HEAD.match(diff)
+    if not m or posixpath.normpath(m.group(1)) != m.group(1):
+      raise SeriesError(f"{patch.name}: {diff.splitlines()[0]}: a series may "
+                        "only modify existing regular .py files under optax/")
+    yield m.group(1), diff
 
 
 def file_diffs(folder):
   """{path: [diff of that file in each patch, in series order]}."""
-  diffs = collections.OrderedDict()
+  diffs = {}
   for patch in patch_files(folder):
     for path, diff in _sections(patch):
       diffs.setdefault(path, []).append(diff)
