@@ -22,6 +22,8 @@ under strict promotion and give there the iterates of standard promotion.
 """
 
 import contextlib
+import re
+import unittest
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -29,6 +31,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+# optax releases before 0.2.7 get no strict promotion fix (only the
+# type-stability one), so there is nothing to test on them.
+if tuple(int(n) for n in re.findall(r'\d+', optax.__version__)[:3]) < (0, 2, 7):
+  raise unittest.SkipTest(
+      f'optax {optax.__version__}: L-BFGS supports strict dtype promotion'
+      ' from optax 0.2.7 on (with the strict promotion patch)'
+  )
 
 
 @contextlib.contextmanager
@@ -48,6 +58,11 @@ def _get_optimizer(name):
   )
   return {
       'zoom': optax.lbfgs,
+      'zoom_verbose': lambda: optax.lbfgs(
+          linesearch=optax.scale_by_zoom_linesearch(
+              max_linesearch_steps=15, verbose=True
+          )
+      ),
       'backtracking': lambda: optax.lbfgs(linesearch=backtracking()),
       'backtracking_store_grad': lambda: optax.lbfgs(
           linesearch=backtracking(store_grad=True)
@@ -215,6 +230,84 @@ class LbfgsStrictPromotionTest(parameterized.TestCase):
     self._assert_same_as_standard(
         opt, x64, dtype, 'array', 'value_and_grad_from_state'
     )
+
+  @parameterized.named_parameters(
+      dict(testcase_name='_x64_float64', x64=True, dtype='float64'),
+      dict(testcase_name='_x64_complex128', x64=True, dtype='complex128'),
+      dict(testcase_name='_x32_float16', x64=False, dtype='float16'),
+  )
+  def test_strict_promotion_zoom_verbose(self, x64, dtype):
+    """The failure diagnostics of the zoom linesearch, under strict promotion.
+
+    Strict dtype promotion: with verbose=True, the zoom linesearch compared
+    its stepsize with the float32 machine epsilon, for stepsizes of any dtype.
+
+    Args:
+      x64: whether jax_enable_x64 is on.
+      dtype: dtype of the parameters.
+    """
+    self._assert_same_as_standard(
+        'zoom_verbose', x64, dtype, 'array', 'value_and_grad'
+    )
+
+  @parameterized.named_parameters(
+      dict(testcase_name='_x64_float64', dtype='float64', store_grad=False),
+      dict(
+          testcase_name='_x64_float32_store_grad',
+          dtype='float32',
+          store_grad=True,
+      ),
+  )
+  def test_strict_promotion_backtracking_none_params(self, dtype, store_grad):
+    """None parameters stay None, as with optax.tree.add_scale.
+
+    The trial parameters of the backtracking linesearch are params + stepsize
+    * updates, None where params are None (as optax.apply_updates accepts),
+    also where the updates are not None.
+
+    Args:
+      dtype: dtype of the parameters.
+      store_grad: whether the linesearch stores the gradient.
+    """
+
+    def value_fn(params):
+      return _rosenbrock(params['w'])
+
+    def run():
+      opt = optax.scale_by_backtracking_linesearch(
+          max_backtracking_steps=15, store_grad=store_grad
+      )
+
+      @jax.jit
+      def step(params, state):
+        value, grad = jax.value_and_grad(value_fn)(params)
+        # Zeros for the None parameter, that optax.apply_updates ignores.
+        grad = {'w': grad['w'], 'frozen': jnp.zeros(2, dtype)}
+        updates = jax.tree.map(lambda g: -0.01 * g, grad)
+        updates, state = opt.update(
+            updates, state, params, value=value, grad=grad, value_fn=value_fn
+        )
+        return optax.apply_updates(params, updates), state
+
+      params = {'w': jnp.asarray([-1.2, 1.0, -0.5], dtype), 'frozen': None}
+      state = opt.init(params)
+      iterates = []
+      for _ in range(3):
+        params, state = step(params, state)
+        iterates.append(params)
+      return iterates
+
+    with _x64_precision(True):
+      with jax.numpy_dtype_promotion('standard'):
+        expected = run()
+      with jax.numpy_dtype_promotion('strict'):
+        iterates = run()
+    for got, want in zip(iterates, expected):
+      self.assertIsNone(got['frozen'])
+      self.assertEqual(got['w'].dtype, jnp.dtype(dtype))
+      self.assertEqual(
+          np.asarray(got['w']).tobytes(), np.asarray(want['w']).tobytes()
+      )
 
 
 if __name__ == '__main__':
