@@ -4,32 +4,20 @@ usage: upstream.py test OPTAX [--ref REF] [--series FOLDER...] [--no-lint]
        upstream.py export OPTAX BRANCH --series FOLDER [--base COMMIT]
        upstream.py branch OPTAX BRANCH [--ref REF] [--series FOLDER...]
 
-OPTAX is an optax git checkout or bare mirror. --series defaults to main; give
-main main-guard for both pull requests, in that order.
-
-test    In a throwaway clone of OPTAX at REF (default HEAD; OPTAX is only
-        read), for each series in order:
-        1. `git am -3` patch by patch: applied cleanly, with a 3-way merge
-           (rebase the series soon), already in the tree (skipped), or a
-           conflict (git's conflict output; exit 1).
-        2. before: the test functions the series adds, with the series'
-           library changes taken out. Each must fail at least once there.
-        3. after: the test files the series touches and the tests of the
-           modules it touches, on the patched tree. All must pass.
-        4. lint: ruff (at the version of optax's .pre-commit-config.yaml) and
-           pyink, with optax's pyproject.toml, on the touched files. Only
-           findings that REF does not have fail.
-        5. evidence: tools/checks.py on REF and on the patched tree.
-        Tests run with this interpreter (jax, pytest, pytest-xdist) and the
-        clone on PYTHONPATH.
-export  Writes `git format-patch` of BASE..BRANCH into patches/FOLDER, with
-        the series' placeholder author and fixed date, so an unchanged branch
-        exports byte-identical files. BASE defaults to the series'
-        base-commit.
-branch  Creates BRANCH in OPTAX at REF with the series applied, authored by
-        you (git config user.name, user.email): the branch you push. The
-        contributor license check rejects the placeholder author.
-
+OPTAX: an optax checkout or bare mirror; --series: main (default), or main
+main-guard for both pull requests, in that order.
+test    in a throwaway clone at REF (default HEAD), per series: `git am -3`
+        (clean, 3-way, already in the tree, or a conflict as git shows it);
+        the test functions it adds, with its library changes taken out, must
+        each fail; the test files it touches and those of the modules it
+        touches must pass (this interpreter, the clone on PYTHONPATH). Then
+        ruff (optax's pre-commit version) and pyink with optax's
+        pyproject.toml, failing only on findings REF does not have, and
+        tools/checks.py before and after, as evidence.
+export  git format-patch of BASE..BRANCH (BASE: the series' base-commit)
+        into patches/FOLDER, placeholder author, fixed date: byte-stable.
+branch  BRANCH at REF with the series applied, authored by you (git's
+        user.name/user.email, not the placeholder): the branch to push.
 Exit status: 0 success, 1 a conflict, a test or lint failure, 2 usage or
 setup error.
 """
@@ -81,7 +69,7 @@ def new_test_functions(folder):
   for path, diffs in series.file_diffs(folder).items():
     if path.endswith("_test.py"):
       for diff in diffs:
-        names += re.findall(r"^\+\s*def (test\w*)\(", diff, re.M)
+        names += re.findall(r"^\+[ \t]*def (test\w*)\(", diff, re.M)
   return names
 
 
@@ -196,8 +184,6 @@ def cmd_test(args):
     git(tree, "checkout", "-q", "--detach", ref)
     git(tree, "worktree", "add", "-q", "--detach", str(base_tree), ref)
     say(f"optax {git(tree, 'log', '-1', '--format=%h %s (%cs)').stdout.strip()}")
-    env = dict(zip(("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL"), AUTHOR))
-    env.update(GIT_COMMITTER_NAME=AUTHOR[0], GIT_COMMITTER_EMAIL=AUTHOR[1])
     git(tree, "config", "user.name", AUTHOR[0])
     git(tree, "config", "user.email", AUTHOR[1])
     touched = []
@@ -263,7 +249,7 @@ def main(argv):
   parser = argparse.ArgumentParser(
       description=__doc__.splitlines()[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog=__doc__.split("\n\n", 2)[2])
+      epilog=__doc__.split("\n\n", 1)[1])
   sub = parser.add_subparsers(dest="cmd", required=True)
   for name, fn in (("test", cmd_test), ("export", cmd_export),
                    ("branch", cmd_branch)):
