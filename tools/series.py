@@ -12,12 +12,11 @@ one file at a time with GNU patch (no fuzz), so every file is either as
 released or as patched, never half-way.
 
 usage: series.py targets                  release, folder, jax pin (TSV)
-       series.py paths FOLDER             the files FOLDER's series touches
-       series.py tests FOLDER TREE        test files in TREE of those files
-                                          and of the modules they belong to
-       series.py overlay RELEASE DEST [--series FOLDER | --pristine]
-                                          RELEASE's optax from its PyPI wheel
-                                          into DEST, patched by its series
+       series.py tests FOLDER TREE        test files in TREE of FOLDER's files
+                                          and of their modules
+       series.py overlay RELEASE DEST [--pristine]
+                                          RELEASE's optax wheel into DEST,
+                                          patched by its series
        series.py manifest [RELEASE...]    rewrite patches/manifest/
 """
 
@@ -223,21 +222,11 @@ def main(argv):
   if cmd == "targets" and not args:
     for t in targets():
       print(f"{t.release}\t{t.folder}\t{t.jax_pin}")
-  elif cmd == "paths" and len(args) == 1:
-    print("\n".join(paths(args[0])))
   elif cmd == "tests" and len(args) == 2:
     print("\n".join(test_files(*args)))
-  elif cmd == "overlay" and len(args) in (2, 3, 4):
-    release, dest, opts = args[0], args[1], args[2:]
-    if opts == ["--pristine"]:
-      folder = None
-    elif len(opts) == 2 and opts[0] == "--series":
-      folder = opts[1]
-    elif not opts:
-      folder = target(release).folder
-    else:
-      raise SeriesError(f"unknown overlay options: {' '.join(opts)}")
-    print(overlay(release, dest, folder))
+  elif cmd == "overlay" and args[2:] in ([], ["--pristine"]) and len(args) > 1:
+    pristine = args[2:] == ["--pristine"]
+    print(overlay(args[0], args[1], None if pristine else target(args[0]).folder))
   elif cmd == "manifest":
     for release in args or [t.release for t in targets()]:
       print(write_manifest(release))
