@@ -34,7 +34,10 @@ import series
 
 REPO = series.REPO
 AUTHOR = ("optax-typestable", "optax-typestable@users.noreply.github.com")
-DATE = "2026-11-23T00:00:00+00:00"
+# The placeholder identity and fixed date of the committed series.
+PLACEHOLDER = {f"GIT_{who}_{key}": value for who in ("AUTHOR", "COMMITTER")
+               for key, value in (("NAME", AUTHOR[0]), ("EMAIL", AUTHOR[1]),
+                                  ("DATE", "2026-11-23T00:00:00+00:00"))}
 # Pinned so that the output does not depend on anyone's git configuration.
 GIT_FORMAT = ["-c", "core.abbrev=8", "-c", "diff.algorithm=myers",
               "-c", "format.signature=", "-c", "diff.noprefix=false",
@@ -216,17 +219,14 @@ def cmd_export(args):
     git(tmp, "clone", "-q", "--shared", "--no-checkout", str(args.optax), "o")
     tree = pathlib.Path(tmp, "o")
     git(tree, "checkout", "-q", "--detach", branch)
-    env = {"GIT_AUTHOR_NAME": AUTHOR[0], "GIT_AUTHOR_EMAIL": AUTHOR[1],
-           "GIT_COMMITTER_NAME": AUTHOR[0], "GIT_COMMITTER_EMAIL": AUTHOR[1],
-           "GIT_AUTHOR_DATE": DATE, "GIT_COMMITTER_DATE": DATE}
     git(tree, "rebase", "-q", base, "--exec",
-        "git commit -q --amend --no-edit --reset-author", env=env)
+        "git commit -q --amend --no-edit --reset-author", env=PLACEHOLDER)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.patch"):
       old.unlink()
     res = git(tree, *GIT_FORMAT, "format-patch", "--zero-commit",
               "--no-signature", f"--base={base}", "-o", str(out),
-              f"{base}..HEAD", env=env)
+              f"{base}..HEAD", env=PLACEHOLDER)
   for line in res.stdout.split():
     say(pathlib.Path(line).relative_to(REPO))
 
