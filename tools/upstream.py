@@ -1,7 +1,7 @@
 """Takes a series to optax: tests it on an optax checkout, exports, branches.
 
 usage: upstream.py test OPTAX [--ref REF] [--series FOLDER...] [--no-lint]
-       upstream.py export OPTAX BRANCH --series FOLDER [--base COMMIT]
+       upstream.py export OPTAX BRANCH --series FOLDER [--base C] [--after F]
        upstream.py branch OPTAX BRANCH [--ref REF] [--series FOLDER...]
 
 OPTAX: an optax checkout or bare mirror; --series: main (default), or main
@@ -14,8 +14,9 @@ test    in a throwaway clone at REF (default HEAD), per series: `git am -3`
         ruff (optax's pre-commit version) and pyink with optax's
         pyproject.toml, failing only on findings REF does not have, and
         tools/checks.py before and after, as evidence.
-export  git format-patch of BASE..BRANCH (BASE: the series' base-commit)
-        into patches/FOLDER, placeholder author, fixed date: byte-stable.
+export  git format-patch of BASE..BRANCH (BASE: the series' base-commit;
+        --after F: BRANCH starts with F's commits, which are left out) into
+        patches/FOLDER, placeholder author, fixed date: byte-stable.
 branch  BRANCH at REF with the series applied, authored by you (git's
         user.name/user.email, not the placeholder): the branch to push.
 Exit status: 0 success, 1 a conflict, a test or lint failure, 2 usage or
@@ -221,12 +222,16 @@ def cmd_export(args):
     git(tree, "checkout", "-q", "--detach", branch)
     git(tree, "rebase", "-q", base, "--exec",
         "git commit -q --amend --no-edit --reset-author", env=PLACEHOLDER)
+    # --after: the first commits are that series' (git lists them as
+    # prerequisite-patch-id under base-commit).
+    start = git(tree, "rev-list", "--reverse", f"{base}..HEAD").stdout.split()
+    start = start[len(series.patch_files(args.after)) - 1] if args.after else base
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.patch"):
       old.unlink()
     res = git(tree, *GIT_FORMAT, "format-patch", "--zero-commit",
               "--no-signature", f"--base={base}", "-o", str(out),
-              f"{base}..HEAD", env=PLACEHOLDER)
+              f"{start}..HEAD", env=PLACEHOLDER)
   for line in res.stdout.split():
     say(pathlib.Path(line).relative_to(REPO))
 
@@ -260,6 +265,7 @@ def main(argv):
       p.add_argument("branch")
     if name == "export":
       p.add_argument("--base")
+      p.add_argument("--after", help="the series this one applies after")
     else:
       p.add_argument("--ref", default="HEAD")
     p.add_argument("--series", nargs="+", default=["main"])
