@@ -1,19 +1,19 @@
 """Sweep: does `update` return an optimizer state of the types of its input?
 
-For every public optimizer of the installed optax (functions of `optax` and
-`optax.contrib` that build a GradientTransformation from default arguments,
-with learning_rate=0.1), parameter dtype, x64 on/off and configuration, compare
-leaf by leaf the state of `init` with the state of one `update`, both from
-jax.eval_shape (nothing is compiled): shape, dtype and weak_type.
+For every public optimizer of the installed optax (functions of optax and
+optax.contrib that build a GradientTransformation from default arguments and
+learning_rate=0.1), parameter dtype, x64 off/on and configuration, compares
+the leaves (shape, dtype, weak_type) of the states of `init` and of one
+`update`, both from jax.eval_shape (nothing is compiled).
 
   python tools/state_types.py [--strict] [--only NAME[,NAME]] [--config C[,C]]
 
-Prints the unstable (optimizer, configuration, leaf, before -> after) and a
-summary. Exits 0 whatever it finds, unless --strict (then 1 if any unstable).
-Uses optax's public API only; runs on optax 0.2.3 and later.
+Prints a summary and the unstable (optimizer, configuration, leaf, before ->
+after); exits 0, or 1 with --strict if any. Public API only: optax >= 0.2.3.
 """
 import argparse
 import inspect
+import itertools
 import sys
 import time
 import warnings
@@ -28,21 +28,14 @@ _MASK = {'w': True, 'b': False}
 
 def _builders():
   """Yields (name, factory, kwargs) for each public optimizer."""
-  for mod in (optax, getattr(optax, 'contrib', None)):
-    for name in sorted(dir(mod) if mod else ()):
+  for mod in (optax, optax.contrib):
+    for name in sorted(dir(mod)):
       fn = getattr(mod, name)
       if name.startswith('_') or not inspect.isfunction(fn):
         continue
-      try:
+      try:  # skips those that cannot be built from these arguments
         sig = inspect.signature(fn).parameters
-      except (TypeError, ValueError):
-        continue
-      kwargs = {'learning_rate': 0.1} if 'learning_rate' in sig else {}
-      if any(p.default is p.empty and p.name not in kwargs
-             and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-             for p in sig.values()):
-        continue
-      try:
+        kwargs = {'learning_rate': 0.1} if 'learning_rate' in sig else {}
         tx = fn(**kwargs)
       except Exception:  # pylint: disable=broad-except
         continue
@@ -50,48 +43,31 @@ def _builders():
         yield mod.__name__.replace('optax.', '') + '.' + name, fn, kwargs
 
 
-def _schedule():
-  return optax.linear_schedule(0.1, 0.01, 100)
-
-
-# configuration -> (build(fn, kwargs), params kind, value of another dtype)
-def _inject(fn, kw, sched=False):
-  kw = dict(kw, learning_rate=_schedule()) if sched else kw
-  return optax.inject_hyperparams(fn)(**kw)
-
-
-_WRAP = {
-    'plain': lambda fn, kw: fn(**kw),
-    'value_dtype': lambda fn, kw: fn(**kw),
-    'schedule': lambda fn, kw: fn(**dict(kw, learning_rate=_schedule())),
-    'inject': _inject,
-    'inject_schedule': lambda fn, kw: _inject(fn, kw, sched=True),
-    'multisteps': lambda fn, kw: optax.MultiSteps(
-        fn(**kw), every_k_schedule=2).gradient_transformation(),
-    'masked': lambda fn, kw: optax.masked(fn(**kw), _MASK),
-    'chain_masked': lambda fn, kw: optax.chain(
+CONFIGS = tuple('plain value_dtype schedule inject inject_schedule multisteps '
+                'masked chain_masked int_mix complex_mix apply_if_finite '
+                'flatten multi_transform conditionally_mask'.split())
+_WRAP = {  # configuration -> wrapper of the optimizer (by default, none)
+    'multisteps': lambda tx: optax.MultiSteps(
+        tx, every_k_schedule=2).gradient_transformation(),
+    'masked': lambda tx: optax.masked(tx, _MASK),
+    'chain_masked': lambda tx: optax.chain(
         optax.clip_by_global_norm(1.0),
-        optax.add_decayed_weights(1e-4, mask=_MASK), fn(**kw)),
-    'int_mix': lambda fn, kw: optax.masked(
-        fn(**kw), {'w': True, 'b': True, 'n': False}),
-    'complex_mix': lambda fn, kw: fn(**kw),
-    'apply_if_finite': lambda fn, kw: optax.apply_if_finite(fn(**kw), 3),
-    'flatten': lambda fn, kw: optax.flatten(fn(**kw)),
-    'multi_transform': lambda fn, kw: optax.multi_transform(
-        {'a': fn(**kw), 'b': optax.sgd(0.1)}, {'w': 'a', 'b': 'b'}),
-    'conditionally_mask': lambda fn, kw: optax.transforms.conditionally_mask(
-        fn(**kw), lambda step: step % 2 == 0),
+        optax.add_decayed_weights(1e-4, mask=_MASK), tx),
+    'int_mix': lambda tx: optax.masked(tx, {'w': True, 'b': True, 'n': False}),
+    'apply_if_finite': lambda tx: optax.apply_if_finite(tx, 3),
+    'flatten': optax.flatten,
+    'multi_transform': lambda tx: optax.multi_transform(
+        {'a': tx, 'b': optax.sgd(0.1)}, {'w': 'a', 'b': 'b'}),
+    'conditionally_mask': lambda tx: optax.transforms.conditionally_mask(
+        tx, lambda step: step % 2 == 0),
 }
-CONFIGS = tuple(_WRAP)
 
 
-def _leaves(tree):
-  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {jax.tree_util.keystr(k): v for k, v in flat}
-
-
-def _aval(x):
-  return f'{x.dtype}{list(x.shape)}' + ('~weak' if x.weak_type else '')
+def _avals(tree):
+  """{path: 'dtype[shape]', with '~weak' if weakly typed} of the leaves."""
+  return {jax.tree_util.keystr(k):
+          f'{x.dtype}{list(x.shape)}' + ('~weak' if x.weak_type else '')
+          for k, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def check(name, fn, kw, config, dtype):
@@ -99,42 +75,38 @@ def check(name, fn, kw, config, dtype):
   dtype = jnp.dtype(dtype)
   real = jnp.finfo(dtype).dtype
   spec = lambda shape, dt=dtype: jax.ShapeDtypeStruct(shape, jnp.dtype(dt))
-  params = {'w': spec((2, 3)), 'b': spec((3,))}
-  if config == 'complex_mix':
-    params['b'] = spec((3,), 'complex64')
+  params = {'w': spec((2, 3)),
+            'b': spec((3,), 'complex64' if config == 'complex_mix' else dtype)}
   if config == 'int_mix':
     params['n'] = spec((3,), 'int32')
   value = spec((), real)
   if config == 'value_dtype':
     value = spec((), 'bfloat16' if real == jnp.float16 else 'float16')
-  tx = _WRAP[config](fn, kw)
-  if config == 'value_dtype' and not isinstance(
-      tx, optax.GradientTransformationExtraArgs):
+  if config.endswith('schedule'):  # schedule, inject_schedule
+    kw = dict(kw, learning_rate=optax.linear_schedule(0.1, 0.01, 100))
+  build = optax.inject_hyperparams(fn) if config.startswith('inject') else fn
+  tx = _WRAP.get(config, lambda tx: tx)(build(**kw))
+  extra_args = isinstance(tx, optax.GradientTransformationExtraArgs)
+  if config == 'value_dtype' and not extra_args:
     raise NotImplementedError('takes no value')  # same as plain
 
   def value_fn(p):
-    leaves = [x for x in jax.tree_util.tree_leaves(p)
-              if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return sum(jnp.sum(jnp.abs(x) ** 2).astype(real) for x in leaves)
+    return sum(jnp.sum(jnp.abs(x) ** 2).astype(real)
+               for x in jax.tree_util.tree_leaves(p)
+               if jnp.issubdtype(x.dtype, jnp.inexact))
 
   def step(params, state, value):
     updates = jax.tree_util.tree_map(jnp.zeros_like, params)
-    if isinstance(tx, optax.GradientTransformationExtraArgs):
-      if 'sophia' in name or 'hutchinson' in name:
-        extra = dict(obj_fn=value_fn)
-      else:
-        extra = dict(value=value, grad=updates, value_fn=value_fn)
-      return tx.update(updates, state, params, **extra)[1]
-    return tx.update(updates, state, params)[1]
+    extra = dict(value=value, grad=updates, value_fn=value_fn)
+    if 'sophia' in name or 'hutchinson' in name:
+      extra = dict(obj_fn=value_fn)
+    return tx.update(updates, state, params, **(extra if extra_args else {}))[1]
 
   before = jax.eval_shape(tx.init, params)
-  after = jax.eval_shape(step, params, before, value)
-  b, a = _leaves(before), _leaves(after)
-  if set(b) != set(a):
+  b, a = _avals(before), _avals(jax.eval_shape(step, params, before, value))
+  if b.keys() != a.keys():
     return [('<structure>', ' '.join(sorted(b)), ' '.join(sorted(a)))]
-  return [(k, _aval(b[k]), _aval(a[k])) for k in b
-          if (b[k].shape, b[k].dtype, b[k].weak_type)
-          != (a[k].shape, a[k].dtype, a[k].weak_type)]
+  return [(k, b[k], a[k]) for k in b if b[k] != a[k]]
 
 
 def main(argv=None):
@@ -155,29 +127,22 @@ def main(argv=None):
               or b[0].split('.')[-1] in only]
   for x64 in (False, True):
     jax.config.update('jax_enable_x64', x64)
-    for config in configs:
-      if config not in _WRAP or (
-          config == 'conditionally_mask' and not hasattr(optax, 'transforms')):
+    for config, (name, fn, kw), dtype in itertools.product(
+        configs, builders, DTYPES):
+      if (config not in CONFIGS  # cases that do not apply are not counted
+          or config.endswith('schedule') and 'learning_rate' not in kw
+          or dtype == 'float64' and not x64
+          or config == 'complex_mix' and dtype == 'complex64'):
         continue
-      for name, fn, kw in builders:
-        needs_lr = config in ('schedule', 'inject_schedule')
-        if needs_lr and 'learning_rate' not in kw:
-          continue
-        for dtype in DTYPES:
-          if dtype == 'float64' and not x64:
-            continue
-          if config == 'complex_mix' and dtype == 'complex64':
-            continue
-          label = f'{config} x64={"on" if x64 else "off"} {dtype}'
-          try:
-            diffs = check(name, fn, kw, config, dtype)
-          except NotImplementedError:
-            continue
-          except Exception as e:  # pylint: disable=broad-except
-            errors.append((name, label, type(e).__name__))
-            continue
-          checked += 1
-          rows += [(name, label) + d for d in diffs]
+      label = f'{config} x64={"on" if x64 else "off"} {dtype}'
+      try:
+        rows += [f'| {name} | {label} | `{leaf}` | {b} -> {a} |'
+                 for leaf, b, a in check(name, fn, kw, config, dtype)]
+        checked += 1
+      except NotImplementedError:
+        pass
+      except Exception as e:  # pylint: disable=broad-except
+        errors.append(f'cannot run: {name} {label}: {type(e).__name__}')
   jax.config.update('jax_enable_x64', False)
   print(f'# optax {optax.__version__}, jax {jax.__version__}: '
         f'{len(builders)} optimizers, {checked} cases checked, '
@@ -186,11 +151,8 @@ def main(argv=None):
   if rows:
     print('| optimizer | configuration | leaf | before -> after |')
     print('|---|---|---|---|')
-    for name, label, leaf, b, a in rows:
-      print(f'| {name} | {label} | `{leaf}` | {b} -> {a} |')
-  if args.errors:
-    for name, label, err in errors:
-      print(f'cannot run: {name} {label}: {err}')
+  for line in rows + (errors if args.errors else []):
+    print(line)
   return 1 if args.strict and rows else 0
 
 
