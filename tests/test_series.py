@@ -28,10 +28,6 @@ def changed_lines(folder, keep):
           for d in diffs for l in diff_lines(d)]
 
 
-def is_test(path):
-  return path.endswith("_test.py")
-
-
 @pytest.mark.parametrize("release", [t.release for t in series.targets()])
 def test_every_release_has_a_series_and_a_manifest(release):
   target = series.target(release)
@@ -43,22 +39,23 @@ def test_every_release_has_a_series_and_a_manifest(release):
 def test_release_series_change_the_library_only(folder):
   paths = series.paths(folder)
   assert "optax/_src/linesearch.py" in paths
-  assert not [p for p in paths if is_test(p)]
+  assert not [p for p in paths if series.is_test(p)]
 
 
 @pytest.mark.parametrize("folder", ["0.2.7", "0.2.8"])
 def test_release_fix_is_the_upstream_fix(folder):
   core = series.file_diffs(folder)["optax/_src/linesearch.py"][0]
-  assert diff_lines(core) == changed_lines("main", lambda p: not is_test(p))
+  assert diff_lines(core) == changed_lines(
+      "main", lambda p: not series.is_test(p))
 
 
 def test_the_upstream_pr_is_small_and_in_optax_style():
-  library = changed_lines("main", lambda p: not is_test(p))
+  library = changed_lines("main", lambda p: not series.is_test(p))
   assert 0 < len(library) <= 30
   assert set(series.paths("main")) <= {
       "optax/_src/linesearch.py", "optax/_src/linesearch_test.py",
       "optax/_src/lbfgs_test.py"}
-  assert changed_lines("main", is_test), "the PR adds no test"
+  assert changed_lines("main", series.is_test), "the PR adds no test"
   assert series.base_commit("main")
 
 

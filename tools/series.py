@@ -112,11 +112,17 @@ def paths(folder):
   return list(file_diffs(folder))
 
 
+def is_test(path):
+  """Whether PATH is test code (optax's *_test.py and test_*.py helpers)."""
+  name = posixpath.basename(path)
+  return name.endswith("_test.py") or name.startswith("test_")
+
+
 def test_files(folder, tree):
   """Test files in TREE of what FOLDER touches: its own and its modules'."""
   files = []
   for path in paths(folder):
-    test = path if path.endswith("_test.py") else path[:-3] + "_test.py"
+    test = path if is_test(path) else path[:-3] + "_test.py"
     if pathlib.Path(tree, test).is_file() and test not in files:
       files.append(test)
   return files

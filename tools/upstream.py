@@ -71,10 +71,10 @@ def new_test_functions(folder):
   """Names of the test functions the series adds to optax's test files."""
   names = []
   for path, diffs in series.file_diffs(folder).items():
-    if path.endswith("_test.py"):
+    if series.is_test(path):
       for diff in diffs:
         names += re.findall(r"^\+[ \t]*def (test\w*)\(", diff, re.M)
-  return names
+  return list(dict.fromkeys(names))
 
 
 def pytest(tree, files, select=None):
@@ -118,7 +118,7 @@ def check_before(tree, ref, folder):
   if not names:
     say("  the series adds no test function")
     return
-  library = [p for p in series.paths(folder) if not p.endswith("_test.py")]
+  library = [p for p in series.paths(folder) if not series.is_test(p)]
   git(tree, "checkout", ref, "--", *library)
   try:
     rc, lines = pytest(tree, series.test_files(folder, tree), " or ".join(names))
