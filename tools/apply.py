@@ -1,18 +1,13 @@
 """Patches, checks or reverts the optax of a Python environment with our series.
 
-usage: python3 tools/apply.py [--python PATH | --target DIR]
+usage: python3 tools/apply.py [--python PATH] [--target DIR]
                               [--check | --revert | --dry-run | --list]
-  --python PATH  the environment's interpreter (default: $VIRTUAL_ENV's, else
-                 .venv, made from pyproject.toml if missing); with --target:
-                 the interpreter of the checks
-  --target DIR   patch the optax source tree DIR/optax (checks: PYTHONPATH=DIR)
-  --check        change nothing; exit 0, 10, 11 or 3-5   --list  the releases
-  --revert       make the files byte-identical to the release again
-  --dry-run      say what apply would do, change nothing (exit: apply's)
-The files are the state: no state file, no lock (README.md says what is
-written: only the touched files, through .NAME.PID.typestable-tmp beside them).
+--python: the environment's interpreter (default: $VIRTUAL_ENV's, else .venv,
+made from pyproject.toml); --target: the optax source tree DIR/optax instead.
+It writes only the touched files, through .NAME.PID.typestable-tmp beside
+them, and removes their bytecode: no state file, no lock (see README.md).
 
-exit codes (nothing is changed on 2-6):
+exit codes (nothing is changed on 2-6; --dry-run: apply's):
    0  done or nothing to do; --check: applied
    1  a check that passed before fails after, or optax no longer imports:
       the released files were put back
@@ -25,10 +20,8 @@ exit codes (nothing is changed on 2-6):
   10  --check: not applied (as released)
   11  --check: partly applied (an interrupted run; apply or --revert ends it)
  130  interrupted (Ctrl-C): rerun apply or --revert to complete the job
-
-Test hook: $OPTAX_TYPESTABLE_STOP_AT=POINT makes the tool SIGSTOP itself at
-the first time it reaches POINT: temps-written, replaced-N (after N
-renames) or checks-after.
+Test hook: $OPTAX_TYPESTABLE_STOP_AT=temps-written, replaced-N (after N
+renames) or checks-after makes it SIGSTOP itself there, the first time.
 """
 
 import argparse
@@ -38,7 +31,6 @@ import os
 import pathlib
 import re
 import signal
-import stat
 import subprocess
 import sys
 
@@ -46,11 +38,11 @@ import series
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MARK = "OPTAX-TYPESTABLE "  # built by the probe: /bin/echo cannot fake it
-PROBE = ("import importlib.metadata as m, json, os\ntry:\n"
-         " d = m.distribution('optax')\n"
-         " info = [d.version, os.fspath(d.locate_file(''))]\n"
-         "except m.PackageNotFoundError:\n info = None\n"
+PROBE = ("import importlib.metadata as m, json, os\n"
+         "d = next(iter(m.distributions(name='optax')), None)\n"
+         "info = d and [d.version, os.fspath(d.locate_file(''))]\n"
          "print('OPTAX-' + 'TYPESTABLE', json.dumps(info))\n")
+OTHER = {"released": "patched", "patched": "released"}
 
 
 class Failure(Exception):
@@ -71,16 +63,16 @@ def default_python(create):
 
 
 def environment(args):
-  """(version, root holding optax/, python for the checks, PYTHONPATH)."""
+  """(version, root holding optax/, python and extra environ of the checks)."""
   python = args.python or default_python(create=not args.target)
   if args.target:
     init = pathlib.Path(args.target, "optax", "__init__.py")
-    m = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", init.read_text(
-        errors="replace") if init.is_file() else "", re.M)
+    text = init.read_text(errors="replace") if init.is_file() else ""
+    m = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.M)
     if not m:
       raise Failure(2, f"not an optax source tree: {args.target}")
-    root = os.path.abspath(args.target)
-    return m.group(1), pathlib.Path(root), python, root
+    root = pathlib.Path(os.path.abspath(args.target))
+    return m.group(1), root, python, {"PYTHONPATH": str(root)}
   try:
     out = subprocess.run([python, "-c", PROBE], capture_output=True,
                          text=True, timeout=120, check=False).stdout
@@ -96,7 +88,7 @@ def environment(args):
   if not os.path.isfile(os.path.join(root, "optax", "__init__.py")):
     raise Failure(2, f"optax {version} of {python} is not installed as files "
                   f"in {root} (editable install? use --target CHECKOUT)")
-  return version, pathlib.Path(root), python, None
+  return version, pathlib.Path(root), python, {}
 
 
 def classify(root, pins, fix):
@@ -118,8 +110,7 @@ def versions(root, folder, pins, kinds):
   """{path: {'released': bytes, 'patched': bytes}}, both as pinned."""
   out = {}
   for path, diffs in series.file_diffs(folder).items():
-    data = (root / path).read_bytes()
-    other = "released" if kinds[path] == "patched" else "patched"
+    data, other = (root / path).read_bytes(), OTHER[kinds[path]]
     new = series.patch_content(diffs, data, reverse=other == "released")
     pin = pins[path][other == "patched"]
     if new is None or series.sha256(new) != pin:
@@ -136,19 +127,18 @@ def hook(point):
     os.kill(os.getpid(), signal.SIGSTOP)
 
 
-def write(root, new, old):
-  """Replaces each file by new[path]; on failure puts back old[path]."""
-  tmps, done, path = {}, [], None
+def write(root, contents, paths, goal, undo=True):
+  """Replaces PATHS by their GOAL version; on failure UNDOes the replaced."""
+  tmps, done = {}, []
   try:
-    for path, data in new.items():
-      file, mode = root / path, stat.S_IMODE(os.stat(root / path).st_mode)
+    for path in paths:
+      file, mode = root / path, os.stat(root / path).st_mode & 0o7777
       tmps[path] = file.with_name(f".{file.name}.{os.getpid()}.typestable-tmp")
-      with open(os.open(tmps[path], os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                        0o600), "wb") as f:
-        f.write(data)
+      with open(tmps[path], "xb") as f:
+        f.write(contents[path][goal])
         os.fchmod(f.fileno(), mode)
     hook("temps-written")
-    for path in new:
+    for path in paths:
       os.replace(tmps[path], root / path)
       done.append(path)
       hook(f"replaced-{len(done)}")
@@ -156,34 +146,31 @@ def write(root, new, old):
     for tmp in tmps.values():
       with contextlib.suppress(OSError):
         os.unlink(tmp)
-    write(root, {p: old[p] for p in done}, None)  # may fail: exit 7 too
+    if undo:  # may fail: exit 7 too
+      write(root, contents, done, OTHER[goal], undo=False)
     raise Failure(7, f"cannot write {root / path}: {e.strerror}; " + (
-        "nothing changed" if old is not None else "rerun apply or --revert")
-                  ) from None
-  for pyc in [c for p in new for c in (root / p).parent.glob(
+        "nothing changed" if undo else "rerun apply or --revert")) from None
+  for pyc in [c for p in paths for c in (root / p).parent.glob(
       f"__pycache__/{pathlib.Path(p).stem}.*.pyc")]:  # touched modules only
     with contextlib.suppress(OSError):  # if stale, Python rechecks it
       pyc.unlink()
 
 
-def checks(python, pythonpath, label):
-  """{check: 'PASS' | 'FAIL'}, or None if the checks could not run."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.update({"PYTHONPATH": pythonpath} if pythonpath else {})
+def checks(python, extra_env, label):
+  """The names of the checks that pass, or None if the checks could not run."""
   try:
-    p = subprocess.run([python, str(REPO / "tools" / "checks.py")], env=env,
+    p = subprocess.run([python, str(REPO / "tools" / "checks.py")],
+                       env=dict(os.environ, JAX_PLATFORMS="cpu", **extra_env),
                        capture_output=True, text=True, check=False)
-    lines, errs = p.stdout.splitlines(), p.stderr.splitlines()
-    ran = p.returncode in (0, 1) and lines[:1] and lines[0].startswith("optax ")
   except (OSError, subprocess.SubprocessError) as e:
-    ran, lines, errs = False, [], [str(e)]
-  if not ran:
-    last = ([l.strip() for l in errs + lines if l.strip()] or ["no output"])[-1]
-    print(f"  {label}: the checks could not run: {last}")
+    p = subprocess.CompletedProcess(python, None, "", str(e))
+  if p.returncode not in (0, 1) or not p.stdout.startswith("optax "):
+    said = [l.strip() for l in f"{p.stderr}\n{p.stdout}".splitlines()]
+    print(f"  {label}: the checks could not run: "
+          f"{([l for l in said if l] or ['no output'])[-1]}")
     return None
-  print("\n".join(f"  {label}: {line}" for line in lines))
-  return {w[1]: w[0] for w in map(str.split, lines[1:])
-          if len(w) > 1 and w[0] in ("PASS", "FAIL")}
+  print("\n".join(f"  {label}: {line}" for line in p.stdout.splitlines()))
+  return re.findall(r"^\s*PASS\s+(\S+)", p.stdout, re.M)
 
 
 def run(args):
@@ -192,7 +179,7 @@ def run(args):
       print(f"optax {t.release}: patches/{t.folder}"
             + (f" (with jax {t.jax_pin})" if t.jax_pin else ""))
     return 0
-  version, root, python, pythonpath = environment(args)
+  version, root, python, checks_env = environment(args)
   try:
     folder = series.target(version).folder
   except series.SeriesError as e:
@@ -203,14 +190,13 @@ def run(args):
   kinds = classify(root, pins, (
       f"{python} -m pip install --force-reinstall --no-deps optax=={version}"
       if not args.target else f"restore optax {version}'s file in {root}"))
+  goal = "released" if args.mode == "revert" else "patched"
+  todo = [p for p, k in kinds.items() if k != goal]
   if args.mode == "check":
-    code = {("patched",): 0, ("released",): 10}.get(tuple(set(kinds.values())),
-                                                    11)
+    code = 0 if not todo else 10 if len(todo) == len(kinds) else 11
     print({0: "applied", 10: "not applied"}.get(code, "partly applied (an "
           "interrupted run): apply or --revert completes it"))
     return code
-  goal = "released" if args.mode == "revert" else "patched"
-  todo = [p for p, k in kinds.items() if k != goal]
   contents = versions(root, folder, pins, kinds)
   leftovers = [t for p in pins for t in (root / p).parent.glob(
       f".{pathlib.Path(p).name}.*.typestable-tmp")]
@@ -218,9 +204,8 @@ def run(args):
     print(f"already {'applied' if goal == 'patched' else 'as released'}: "
           "nothing changed")
     return 0
-  blocker = next((p for p in sorted({root / p for p in pins} |
-                                    {(root / p).parent for p in pins})
-                  if not os.stat(p).st_mode & 0o222
+  places = sorted({root / p for p in pins} | {(root / p).parent for p in pins})
+  blocker = next((p for p in places if not os.stat(p).st_mode & 0o222
                   or not os.access(p, os.W_OK)), None)
   if args.mode == "dry-run" or blocker:
     print(f"would write the {goal} {', '.join(todo) or 'nothing'} and remove "
@@ -233,27 +218,24 @@ def run(args):
   for tmp in leftovers:
     os.unlink(tmp)
     print(f"removed a leftover temporary: {tmp}")
-  work = bool(todo) and goal == "patched"
-  before = checks(python, pythonpath, "before") if work else None
-  write(root, {p: contents[p][goal] for p in todo},
-        {p: contents[p][kinds[p]] for p in todo})
+  checked = bool(todo) and goal == "patched"
+  before = checks(python, checks_env, "before") if checked else None
+  write(root, contents, todo, goal)
   print(f"wrote the {goal} {', '.join(todo)}" if todo else "nothing else "
         "to do")
-  if not work:
+  if not checked:
     return 0
   hook("checks-after")
-  after = checks(python, pythonpath, "after")
-  broke = [n for n, v in (before or {}).items()
-           if v == "PASS" and (after or {}).get(n) != "PASS"]
-  if before is not None and (after is None or broke):
-    write(root, {p: contents[p]["released"] for p in pins},
-          {p: contents[p]["patched"] for p in pins})
-    raise Failure(1, (f"{', '.join(broke)} passed before and failed after"
-                      if after is not None else "optax imported before and "
-                      "not after") + ": the released files were put back")
+  after = checks(python, checks_env, "after")
   if before is None:
     print("the checks could not run before: applied anyway (every file has "
           "its pinned sha256)")
+  elif after is None or any(n not in after for n in before):
+    write(root, contents, pins, "released")
+    raise Failure(1, ("optax imported before and not after" if after is None
+                      else ", ".join(n for n in before if n not in after)
+                      + " passed before and failed after")
+                  + ": the released files were put back")
   print(f"applied patches/{folder} to optax {version} (undo: --revert)")
   return 0
 
