@@ -92,32 +92,33 @@ def environment(args):
 
 
 def classify(root, pins, fix):
-  """{path: 'released' | 'patched'}; refuses a symlink or any other file."""
-  kinds = {}
+  """({path: 'released' | 'patched'}, {path: its bytes, read once})."""
+  kinds, data = {}, {}
   for path, (released, patched) in pins.items():
     file = root / path
     if os.path.realpath(file) != os.path.join(os.path.realpath(root), path):
       raise Failure(5, f"refused: {file} is a symlink or under one")
-    digest = series.sha256(file.read_bytes()) if file.is_file() else None
+    data[path] = file.read_bytes() if file.is_file() else b""
+    digest = series.sha256(data[path]) if file.is_file() else None
     kinds[path] = {released: "released", patched: "patched"}.get(digest)
     if kinds[path] is None:
       raise Failure(4, f"{'modified by someone else' if digest else 'missing'}"
                     f": {file}; {fix}")
-  return kinds
+  return kinds, data
 
 
-def versions(root, folder, pins, kinds):
+def versions(folder, pins, kinds, data):
   """{path: {'released': bytes, 'patched': bytes}}, both as pinned."""
   out = {}
   for path, diffs in series.file_diffs(folder).items():
-    data, other = (root / path).read_bytes(), OTHER[kinds[path]]
-    new = series.patch_content(diffs, data, reverse=other == "released")
+    other = OTHER[kinds[path]]
+    new = series.patch_content(diffs, data[path], reverse=other == "released")
     pin = pins[path][other == "patched"]
     if new is None or series.sha256(new) != pin:
       got = "it does not apply" if new is None else series.sha256(new)[:12]
       raise Failure(6, f"patches/{folder} does not give the {other} {path} "
                     f"({got}; pinned sha256 {pin[:12]}): nothing changed")
-    out[path] = {kinds[path]: data, other: new}
+    out[path] = {kinds[path]: data[path], other: new}
   return out
 
 
@@ -187,7 +188,7 @@ def run(args):
                   "patches/main/*.patch (see CONTRIBUTING.md)") from None
   print(f"optax {version} at {root / 'optax'}, series patches/{folder}")
   pins = series.manifest(version)
-  kinds = classify(root, pins, (
+  kinds, data = classify(root, pins, (
       f"{python} -m pip install --force-reinstall --no-deps optax=={version}"
       if not args.target else f"restore optax {version}'s file in {root}"))
   goal = "released" if args.mode == "revert" else "patched"
@@ -197,7 +198,7 @@ def run(args):
     print({0: "applied", 10: "not applied"}.get(code, "partly applied (an "
           "interrupted run): apply or --revert completes it"))
     return code
-  contents = versions(root, folder, pins, kinds)
+  contents = versions(folder, pins, kinds, data)
   leftovers = [t for p in pins for t in (root / p).parent.glob(
       f".{pathlib.Path(p).name}.*.typestable-tmp")]
   if not todo and not leftovers:
