@@ -1,9 +1,7 @@
 """Runs N jitted L-BFGS (or linesearch) steps; reports what they did.
 
-tools/checks.py, tests/test_numerics.py and tools/bench.py describe a run as
-a Config and get a Result: traces of the jitted step (1 = compiled once),
-iterates, values, wall times, final state, and the types of the state
-before and after. optax is imported by run(): PYTHONPATH picks the optax.
+tools/checks.py, tools/bench.py and tests/test_numerics.py describe a run as
+a Config; run() imports optax (PYTHONPATH picks which) and returns a Result.
 
 usage: lbfgs_steps.py OUT.npz < CONFIGS.json
   CONFIGS.json maps a name to Config fields; OUT.npz gets, per name,
@@ -11,7 +9,6 @@ usage: lbfgs_steps.py OUT.npz < CONFIGS.json
   leaf), or NAME/error if the run raised (an unpatched optax's bug).
 """
 
-import contextlib
 import dataclasses
 import json
 import sys
@@ -62,30 +59,19 @@ class Config:
 
 @dataclasses.dataclass
 class Result:
-  compilations: int   # traces of the step function
+  compilations: int   # traces of the jitted step (1 = compiled once)
   params: np.ndarray  # iterate after each step, shape (steps, size)
   values: np.ndarray  # objective at each step's input, shape (steps,)
   seconds: list       # wall time per call, compilation included (scan: 1)
   state: list         # final state leaves (numpy)
-  types_before: dict  # state leaf path -> "float32" or "float32 weak"
-  types_after: dict
+  type_changes: list  # "path: int32 weak -> int32" per leaf that changed
 
 
-def types(tree):
+def _types(tree):
   """{leaf path: dtype, with " weak" if weakly typed} of a pytree."""
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {jax.tree_util.keystr(path): str(jax.typeof(x).dtype)
           + (" weak" if jax.typeof(x).weak_type else "") for path, x in leaves}
-
-
-def _optimizer(optax, cfg):
-  ls = {"default": lambda: None,
-        "zoom": lambda: optax.scale_by_zoom_linesearch(cfg.ls_steps),
-        "backtracking": lambda: optax.scale_by_backtracking_linesearch(
-            cfg.ls_steps, store_grad=cfg.store_grad)}[cfg.linesearch]()
-  if cfg.optimizer == "sgd":
-    return optax.chain(optax.sgd(1e-3), ls)
-  return optax.lbfgs() if ls is None else optax.lbfgs(linesearch=ls)
 
 
 def run(cfg):
@@ -93,8 +79,7 @@ def run(cfg):
   previous = jax.config.read("jax_enable_x64")
   jax.config.update("jax_enable_x64", cfg.x64)
   try:
-    with (jax.numpy_dtype_promotion("strict") if cfg.strict
-          else contextlib.nullcontext()):
+    with jax.numpy_dtype_promotion("strict" if cfg.strict else "standard"):
       return _run(cfg)
   finally:
     jax.config.update("jax_enable_x64", previous)
@@ -106,7 +91,12 @@ def _run(cfg):
   if cfg.loss_dtype:
     fn = lambda x, f=fn: f(x).astype(cfg.loss_dtype)
   params = jnp.linspace(low, high, cfg.size or size, dtype=cfg.dtype)
-  opt = _optimizer(optax, cfg)
+  ls = {"default": lambda: None,
+        "zoom": lambda: optax.scale_by_zoom_linesearch(cfg.ls_steps),
+        "backtracking": lambda: optax.scale_by_backtracking_linesearch(
+            cfg.ls_steps, store_grad=cfg.store_grad)}[cfg.linesearch]()
+  opt = (optax.chain(optax.sgd(1e-3), ls) if cfg.optimizer == "sgd"
+         else optax.lbfgs() if ls is None else optax.lbfgs(linesearch=ls))
   traces = 0
 
   def step(params, state):
@@ -128,7 +118,7 @@ def _run(cfg):
     return params, state, ys
 
   state = opt.init(params)
-  before, seconds, ys = types(state), [], []
+  before, seconds, ys = _types(state), [], []
   jitted = jax.jit(scan if cfg.scan else step)
   for _ in range(1 if cfg.scan else cfg.steps):
     t0 = time.perf_counter()
@@ -136,11 +126,13 @@ def _run(cfg):
     seconds.append(time.perf_counter() - t0)
     ys.append(y if cfg.scan else (params, y))
   iterates, values = ys[0] if cfg.scan else map(jnp.stack, zip(*ys))
+  after = _types(state)
   return Result(
       compilations=traces, params=np.asarray(iterates),
       values=np.asarray(values), seconds=seconds,
       state=[np.asarray(x) for x in jax.tree.leaves(state)],
-      types_before=before, types_after=types(state))
+      type_changes=[f"{path}: {old} -> {after.get(path)}"
+                    for path, old in before.items() if after.get(path) != old])
 
 
 def main(argv):
