@@ -1,13 +1,9 @@
 """The program of optax issue #1210, as its reporter ran it.
 
-`optax.lbfgs()` under `jax_enable_x64`, stepped 100 times inside
-`equinox.internal.scan(..., kind="checkpointed")` on the sphere function,
-whose optimum is 0 at the origin. Unpatched optax 0.2.3 and 0.2.4 fail at
-trace time (the scan carry changes type between iterations); patched, the
-run reaches the optimum.
-
-Prints one line and exits 0 if the optimum was reached, 1 otherwise
-(including when the scan fails). Needs equinox (in pyproject.toml).
+`optax.lbfgs()` under x64, 100 steps inside `equinox.internal.scan(...,
+kind="checkpointed")` on the sphere function (optimum 0 at the origin).
+Unpatched optax 0.2.3 and 0.2.4 fail at trace time (the carry changes type).
+Prints one line; exits 0 if the optimum was reached, else 1.
 
 usage: PYTHONPATH=<optax overlay> python tools/demo_1210.py
 """

@@ -4,11 +4,9 @@
 #   apply -> apply again (changes nothing) -> --check says applied
 #   -> optax_tests/ pass on the patched install
 #   -> iterates bit-identical to the release's (tests/test_numerics.py)
-#   -> --revert -> --check says the files are the release's again.
-# It also prints which optimizers of that release keep an unstable state
-# (tools/state_types.py): information, never a failure.
-# One table row per release; exit 1 if a step fails for any release, 2 on
-# bad usage.
+#   -> --revert -> --check says the files are the release's again;
+# and prints, never fails on, the release's unstable optimizers (state_types.py).
+# One table row per release; exit 1 if a step fails for any release, 2 on usage.
 #
 # usage: tools/release_matrix.sh [VERSION...]
 # The environments share jax and the test dependencies of $PYTHON (default:

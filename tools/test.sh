@@ -64,6 +64,6 @@ step "4. release matrix: apply, tests, revert on every supported release"
 bash tools/release_matrix.sh
 
 step "5. benchmark smoke test"
-"$py" tools/bench.py --quick
+"$py" tools/bench.py --quick --optax-version "$VERSION"
 
 step "done: all checks passed"

@@ -170,6 +170,7 @@ def lint(tree, base_tree, paths):
 
 
 def evidence(tree, base_tree):
+  """tools/checks.py, one line per bug, on both trees."""
   for label, root in (("before", base_tree), ("after", tree)):
     res = subprocess.run([sys.executable, str(REPO / "tools" / "checks.py")],
                          capture_output=True, text=True, check=False,
@@ -272,13 +273,8 @@ def main(argv):
     if name == "test":
       p.add_argument("--no-lint", dest="lint", action="store_false")
   args = parser.parse_args(argv)
-  if not args.optax.is_dir():
-    parser.error(f"not a directory: {args.optax}")
   args.optax = args.optax.resolve()
   try:
-    if args.cmd != "export":
-      for folder in args.series:
-        series.patch_files(folder)
     args.fn(args)
   except Failed as e:
     say(f"\nFAILED: {e}")
