@@ -122,7 +122,7 @@ def test_files(folder, tree):
   """Test files in TREE of what FOLDER touches: its own and its modules'."""
   files = []
   for path in paths(folder):
-    test = path if is_test(path) else path[:-3] + "_test.py"
+    test = path if path.endswith("_test.py") else path[:-3] + "_test.py"
     if pathlib.Path(tree, test).is_file() and test not in files:
       files.append(test)
   return files

@@ -150,7 +150,8 @@ def lint(tree, base_tree, paths):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "-q",
                     "--disable-pip-version-check", "pyink",
-                    f"ruff=={m.group(1)}" if m else "ruff"], check=True)
+                    f"ruff=={m.group(1)}" if m else "ruff"], check=True,
+                   capture_output=True)
   new = 0
   for tool, args in (("ruff", ["check", "--output-format=concise"]),
                      ("pyink", ["--check", "--diff"])):
