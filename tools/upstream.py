@@ -171,7 +171,6 @@ def lint(tree, base_tree, paths):
 
 
 def evidence(tree, base_tree):
-  """tools/checks.py, one line per bug, on both trees."""
   for label, root in (("before", base_tree), ("after", tree)):
     res = subprocess.run([sys.executable, str(REPO / "tools" / "checks.py")],
                          capture_output=True, text=True, check=False,
