@@ -68,6 +68,14 @@ def _run_both(tmp_path):
   return [dict(np.load(out)) for _, out in procs]
 
 
+def same(key, a, b):
+  """Iterates and values: same dtype and bytes. State leaves: same values
+  (the 0.2.3 and 0.2.4 series fix state dtypes, as optax 0.2.5 did)."""
+  if "/state" in key:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+  return a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
 def test_patched_iterates_and_state_are_bit_identical(tmp_path):
   pin = series.target(VERSION).jax_pin
   if pin and pin != importlib.metadata.version("jax"):
@@ -83,8 +91,7 @@ def test_patched_iterates_and_state_are_bit_identical(tmp_path):
                   and k != f"{config}/compilations")  # the bug: 2 vs 1
     assert keys == sorted(k for k in patched if k.startswith(f"{config}/")
                           and k != f"{config}/compilations")
-    different = [k for k in keys if pristine[k].dtype != patched[k].dtype
-                 or pristine[k].tobytes() != patched[k].tobytes()]
+    different = [k for k in keys if not same(k, pristine[k], patched[k])]
     assert not different, different
     # The runs did optimize: guards against comparing two stuck runs.
     params = pristine[f"{config}/params"]
