@@ -44,8 +44,7 @@ rc=0
 PYTHONPATH=$work/pristine "$py" -m pytest -q -rA -n 2 optax_tests >"$work/pristine.log" 2>&1 || rc=$?
 tail -n 1 "$work/pristine.log"
 [ "$rc" -eq 1 ] || { cat "$work/pristine.log"; echo "expected failures (exit 1), got exit $rc" >&2; exit 1; }
-# Cases are named <test method>_x32_... or _x64_...: count outcomes per method
-# (SUBFAILED: a failing subTest of a case).
+# Outcomes per test method (cases: <method>_x32_/_x64_...; SUBFAILED: a subTest).
 sed -nE 's/^(PASSED|FAILED|SUBFAILED)(\[[^]]*\])? [^ ]*::(test_[a-z0-9_]+)_x(32|64)_.*/\3 \1/p' \
   "$work/pristine.log" | sort | uniq -c | tee "$work/methods"
 never=$(awk '{ f[$2] += ($3 ~ /FAILED/) } END { for (m in f) if (!f[m]) print m }' "$work/methods")
