@@ -23,7 +23,6 @@ import sys
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
 import series  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 VERSION = "0.2.8"

@@ -26,7 +26,6 @@ import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
 import series  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 VERSION = os.environ.get("OPTAX_VERSION") or importlib.metadata.version("optax")

@@ -4,13 +4,10 @@ tools/series.py validates every series as it reads it (only modifications of
 existing files under optax/); these tests add what a series must be here.
 """
 
-import pathlib
 import re
-import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tools"))
 import series  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FOLDERS = sorted({t.folder for t in series.targets()})

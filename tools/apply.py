@@ -36,7 +36,8 @@ import sys
 
 import series
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = series.REPO
+TMP = ".{}.{}.typestable-tmp"  # .NAME.PID.typestable-tmp, beside NAME
 MARK = "OPTAX-TYPESTABLE "  # built by the probe: /bin/echo cannot fake it
 PROBE = ("import importlib.metadata as m, json, os\n"
          "d = next(iter(m.distributions(name='optax')), None)\n"
@@ -134,7 +135,7 @@ def write(root, contents, paths, goal, undo=True):
   try:
     for path in paths:
       file, mode = root / path, os.stat(root / path).st_mode & 0o7777
-      tmps[path] = file.with_name(f".{file.name}.{os.getpid()}.typestable-tmp")
+      tmps[path] = file.with_name(TMP.format(file.name, os.getpid()))
       with open(tmps[path], "xb") as f:
         f.write(contents[path][goal])
         os.fchmod(f.fileno(), mode)
@@ -200,7 +201,7 @@ def run(args):
     return code
   contents = versions(folder, pins, kinds, data)
   leftovers = [t for p in pins for t in (root / p).parent.glob(
-      f".{pathlib.Path(p).name}.*.typestable-tmp")]
+      TMP.format(pathlib.Path(p).name, "*"))]
   if not todo and not leftovers:
     print(f"already {'applied' if goal == 'patched' else 'as released'}: "
           "nothing changed")

@@ -9,8 +9,7 @@
 #   4. the release matrix (tools/release_matrix.sh);
 #   5. the benchmark smoke test (tools/bench.py --quick): fails if the patched
 #      step compiles more than once, never on timing.
-# Pristine and patched optax are overlays of the PyPI wheel (tools/series.py
-# overlay): no environment's optax is modified.
+# Pristine/patched optax: overlays of the PyPI wheel; no environment is modified.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
