@@ -1,15 +1,22 @@
 """Checks the importable optax for the type-stability bugs, one line each.
 
 Prints `optax <version> from <path>`, then `PASS|FAIL  <check>  <detail>`
-per check. Exits 0 if all pass, 1 if some fail, 2 on bad usage (it takes no
-arguments), 3 after the one line `optax does not import: <ExcType>: <message>`
-when optax (or the jax under it) does not import. PYTHONPATH=<overlay> checks
-an overlay. tools/apply.py runs it with the interpreter of the environment it
-patches: it imports only the standard library, jax, optax and lbfgs_steps.py.
+per check. Exits 0 if all pass, 1 if some fail, 2 on bad usage, 3 after the
+one line `optax does not import: <ExcType>: <message>` when optax (or the jax
+under it) does not import. --json FILE: the verdicts also go to FILE, which
+no start-up output can corrupt (read() reads it); --path DIR: DIR first on
+sys.path (as PYTHONPATH=DIR without -I). Tools call run(): any interpreter,
+isolated (-I, an empty cwd); it imports the standard library, jax, optax and
+lbfgs_steps.py (beside it).
 """
 
 import argparse
+import contextlib
+import json
+import os
+import subprocess
 import sys
+import tempfile
 import traceback
 
 
@@ -44,10 +51,22 @@ CHECKS = {
     "strict-float64": (
         dict(x64=True, dtype="float64", strict=True, steps=3), None),
 }
+# The bugs patches/main fixes: an optax release without them has the fix.
+MAIN = [name for name in CHECKS if not name.startswith("strict-")]
 
 
 def _message(e, width=None):  # <ExcType>: <first line, cut to width>
   return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:width]}"
+
+
+def _verdict(lbfgs_steps, name, fields, verdict):
+  try:
+    result = lbfgs_steps.run(lbfgs_steps.Config(**fields))
+    passed, detail = verdict(result) if verdict else (True, "runs")
+  except Exception as e:  # pylint: disable=broad-except
+    passed, detail = False, _failure(e)
+  print(line(name, passed, detail))
+  return name, passed, detail
 
 
 def _failure(e):
@@ -58,25 +77,60 @@ def _failure(e):
   return f"{_message(e, 90)} ({where})"
 
 
-def main(argv):
-  argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+def line(name, passed, detail):
+  return f"{'PASS' if passed else 'FAIL'}  {name:27s} {detail}"
+
+
+def save(path, optax, error, verdicts):
+  if path:  # for read(): [version, file] of optax, why not, [(name, ...)]
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump({"optax": optax, "error": error, "checks": verdicts}, f)
+
+
+def read(path):
+  """{'optax': [version, file] | None, 'error': str | None, 'checks': [(name,
+  passed, detail)]} as `--json PATH` wrote them, or None if nothing valid."""
   try:
-    import optax  # pylint: disable=g-import-not-at-top
+    with open(path, encoding="utf-8") as f:
+      got = json.load(f)
+    return dict(optax=got["optax"] and [str(x) for x in got["optax"]],
+                error=got["error"] and str(got["error"]),
+                checks=[(str(n), p is True, str(d)) for n, p, d in got["checks"]])
+  except (OSError, ValueError, LookupError, TypeError, AttributeError):
+    return None
+
+
+def run(python, *paths, env=None):
+  """(read() of this file run by PYTHON, DIRS first on sys.path, its output)."""
+  with tempfile.TemporaryDirectory() as tmp:
+    out, said = os.path.join(tmp, "verdicts.json"), ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+      p = subprocess.run([python, "-I", __file__, "--json", out, *(
+          f"--path={d}" for d in paths)], cwd=tmp, env=env, check=False,
+                         capture_output=True, text=True, errors="replace")
+      said = f"{p.stderr}\n{p.stdout}"
+    return read(out), said
+
+
+def main(argv):
+  optax, error, verdicts = None, None, []
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--json", help="also write the verdicts to this file")
+  parser.add_argument("--path", action="append", default=[])
+  args = parser.parse_args(argv)
+  sys.path[:0] = args.path
+  sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # lbfgs_steps
+  try:
+    import optax  # pylint: disable=g-import-not-at-top,redefined-outer-name
+    import lbfgs_steps  # pylint: disable=g-import-not-at-top
+    print(f"optax {optax.__version__} from {optax.__file__}")
+    verdicts = [_verdict(lbfgs_steps, name, *c) for name, c in CHECKS.items()]
   except Exception as e:  # pylint: disable=broad-except
-    print(f"optax does not import: {_message(e)}")
-    return 3
-  import lbfgs_steps  # pylint: disable=g-import-not-at-top
-  print(f"optax {optax.__version__} from {optax.__file__}")
-  ok = True
-  for name, (fields, verdict) in CHECKS.items():
-    try:
-      result = lbfgs_steps.run(lbfgs_steps.Config(**fields))
-      passed, detail = verdict(result) if verdict else (True, "runs")
-    except Exception as e:  # pylint: disable=broad-except
-      passed, detail = False, _failure(e)
-    ok &= passed
-    print(f"{'PASS' if passed else 'FAIL'}  {name:27s} {detail}")
-  return 0 if ok else 1
+    error = f"optax does not import: {_message(e)}"
+    print(error)
+  save(args.json, optax and [optax.__version__, optax.__file__], error,
+       verdicts)
+  return 3 if error else 0 if all(v[1] for v in verdicts) else 1
 
 
 if __name__ == "__main__":
