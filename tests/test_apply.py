@@ -52,11 +52,13 @@ def main(argv):  # the stub: no jax, behaviour by $STUB_CHECKS
     return 3
   if mode == "import":
     import optax
-  verdicts = [("stub-runs", True, "ok")]
-  verdicts += [("stub-released", not patched, "-")] if mode == "regress" else []
+  verdicts = [("stub-runs", True, "PASS  stub-runs")]
+  if mode == "regress":
+    verdicts.append(("stub-released", not patched,
+                     ("PASS" if not patched else "FAIL") + "  stub-released"))
   print(f"optax 0.2.8 from {spec.origin}")
-  for verdict in verdicts:
-    print(line(*verdict))
+  for _, _, line in verdicts:
+    print(line)
   save(args.json, ["0.2.8", spec.origin], None, verdicts)
   return 0 if all(v[1] for v in verdicts) else 1
 
@@ -486,12 +488,12 @@ def test_optax_folder_in_the_working_directory_is_not_patched(
   series.overlay(VERSION, shadow)
   before = _tree(shadow)
   applied = _run(repo, env=env, cwd=shadow)
+  assert _tree(shadow) == before
+  assert _run(repo, "--check", env=env).returncode == 0
   assert applied.returncode == 0, applied.stdout + applied.stderr
   assert applied.stdout.splitlines()[0] == (
       f"{env.python}: optax {VERSION} in {env.site / 'optax'}, series "
       f"patches/{VERSION}")
-  assert _tree(shadow) == before
-  assert _run(repo, "--check", env=env).returncode == 0
 
 
 def _chattr(flag, *files):
@@ -530,11 +532,11 @@ def test_failed_put_back_names_the_patched_files(repo, env, release,
                                                  immutable, case):
   """The put-back fails too (an immutable file): exit 8 naming the failure,
   the files still patched and --revert; --revert then completes."""
-  if case == "after-check-fails":  # put back: linesearch, transform, numerics
+  if case == "after-check-fails":  # put back: transform, linesearch, numerics
     proc = _stopped(repo, env, "checks-after", STUB_CHECKS="regress")
-    immutable(env.site / TRANSFORM)
+    immutable(env.site / LINESEARCH)
     reason, patched = "stub-released passed before and failed after", [
-        NUMERICS, TRANSFORM]
+        LINESEARCH, NUMERICS]
   else:  # numerics, linesearch written; transform fails; numerics stuck
     proc = _stopped(repo, env, "replaced-1")
     immutable(env.site / NUMERICS, env.site / TRANSFORM)
@@ -543,7 +545,7 @@ def test_failed_put_back_names_the_patched_files(repo, env, release,
            f"patched: {', '.join(patched)}; once that is fixed, run: "
            f"tools/apply.sh --python {env.python} --revert")
   assert {p for p in PINS if _sha(env.site / p) == PINS[p][1]} == set(patched)
-  _chattr("-i", env.site / NUMERICS, env.site / TRANSFORM)
+  _chattr("-i", *(env.site / p for p in PINS))
   assert _run(repo, "--check", env=env).returncode == 11
   assert _run(repo, "--revert", env=env).returncode == 0
   assert _tree(env.site) == release

@@ -2,36 +2,29 @@
 
 usage: tools/apply.sh [--python PATH] [--target DIR]
                       [--check | --revert | --dry-run | --list]
---python: the environment's interpreter (default: $VIRTUAL_ENV's, else
-$CONDA_PREFIX's, else the python3 on PATH if it has optax, else this
-repository's .venv, made with the newest optax of patches/targets.tsv);
---target: the optax source tree DIR/optax instead. The first line names the
-interpreter, the optax version and the directory written. It writes only the
-touched files (owner, group, mode kept), through .NAME.PID.typestable-tmp
-beside them, and removes their bytecode: no state file, no lock (README.md).
+--python: default $VIRTUAL_ENV's, $CONDA_PREFIX's, python3 on PATH if it has
+optax, this repository's .venv (made with the newest optax of targets.tsv);
+--target: the optax source tree DIR/optax. Writes only the touched files
+(owner, group, mode kept) via .NAME.PID.typestable-tmp beside them; no state.
 
 exit codes (nothing is changed on 2-6; --dry-run: apply's):
-   0  done or nothing to do; --check: applied; an optax newer than every
-      release of the series that already has the fix
+   0  done or nothing to do; --check: applied; a newer optax has the fix
    1  a check that passed before fails after, or optax no longer imports:
       the released files were put back
-   2  usage: bad or empty argument, an interpreter that does not run or is
-      not Python 3.8+, no optax, no source tree, checks importing another optax
-   3  unsupported optax release, or newer and without the fix (patch a
-      checkout with git am instead)
-   4  a touched file or the installed optax is missing or modified by
-      someone else, also while this runs
+   2  usage: bad or empty argument, no runnable Python 3.8+, no optax, no
+      source tree, the checks import another optax
+   3  unsupported release, or newer and without the fix: git am a checkout
+   4  a touched file or optax's version is missing or modified by someone
+      else, also while this runs
    5  a touched file is a symlink, or a file or its directory is not writable
-   6  the series is broken: missing, unreadable, not UTF-8, invalid, does not
-      apply, sha256 not as pinned
+   6  patches/ is broken: missing, not UTF-8, invalid, not the pinned sha256
    7  writing failed: the files already replaced were put back
-   8  putting files back failed too: the message names the files still
-      patched and what to run
+   8  putting files back failed too: the message names those still patched
   10  --check: not applied (as released)
   11  --check: partly applied (an interrupted run; apply or --revert ends it)
  130  interrupted (Ctrl-C): rerun apply or --revert to complete the job
-Test hook: $OPTAX_TYPESTABLE_STOP_AT=checks-before, temps-written,
-replaced-N (after N renames) or checks-after makes it SIGSTOP itself there.
+Test hook: $OPTAX_TYPESTABLE_STOP_AT=checks-before, temps-written, replaced-N
+or checks-after makes it SIGSTOP itself there.
 """
 
 import argparse
@@ -52,11 +45,9 @@ import series
 REPO = series.REPO
 TMP = ".{}.{}.typestable-tmp"  # .NAME.PID.typestable-tmp, beside NAME
 MARK = "OPTAX-TYPESTABLE "  # built by the probe: /bin/echo cannot fake it
-PROBE = ("import importlib.metadata as m, importlib.util as u, json, os\n"
-         "d, s = next(iter(m.distributions(name='optax')), None), None\n"
-         "with __import__('contextlib').suppress(Exception):\n"
-         "  s = u.find_spec('optax').origin\n"
-         "info = d and [d.version, os.fspath(d.locate_file('')), s]\n"
+PROBE = ("import importlib.metadata as m, json, os\n"
+         "d = next(iter(m.distributions(name='optax')), None)\n"
+         "info = d and [d.version, os.fspath(d.locate_file(''))]\n"
          "print('OPTAX-' + 'TYPESTABLE', json.dumps(info))\n")
 OTHER = {"released": "patched", "patched": "released"}
 GIT_AM = "to patch an optax checkout: git am patches/main/*.patch"
@@ -67,12 +58,11 @@ class Failure(Exception):
 
 
 def release(version):  # (0, 2, 9) of 0.2.9.dev0
-  return tuple(int(n) for n in re.match(r"[\d.]*", version)[0].split(".")
-               if n)
+  return tuple(map(int, re.findall(r"\d+", re.match(r"[\d.]*", version)[0])))
 
 
 def probe(python):
-  """[version, site dir, optax's origin] of PYTHON's optax, or None."""
+  """[version, site dir] of PYTHON's optax, or None."""
   with tempfile.TemporaryDirectory() as tmp:  # no optax/ in a neutral cwd
     out = subprocess.run([python, "-E", "-c", PROBE], capture_output=True,
                          cwd=tmp, text=True, errors="replace", timeout=120,
@@ -84,28 +74,26 @@ def probe(python):
 
 def interpreter(args):
   """The python of the environment to patch (the order of --help)."""
-  if args.python is not None:
-    return args.python
-  for var in ("VIRTUAL_ENV", "CONDA_PREFIX"):
-    if os.environ.get(var):
-      return os.path.join(os.environ[var], "bin", "python")
+  prefix = os.environ.get("VIRTUAL_ENV") or os.environ.get("CONDA_PREFIX")
+  if args.python is not None or prefix:
+    return args.python or os.path.join(prefix, "bin", "python")
   path, venv = shutil.which("python3"), REPO / ".venv" / "bin" / "python"
   with contextlib.suppress(Exception):
     if path and probe(path):
       return path
   if not venv.exists() and args.mode == "apply" and not args.target:
     new = max(series.targets(), key=lambda t: release(t.release))
-    pins = [f"optax=={new.release}"] + [f"{p}=={new.jax_pin}" for p in (
-        "jax", "jaxlib") if new.jax_pin]
-    print(f"{venv}: no environment has optax: creating it ({' '.join(pins)})")
-    for cmd in ([sys.executable, "-m", "venv", str(venv.parents[1])],
-                [str(venv), "-m", "pip", "install", "-q", str(REPO), *pins]):
+    pins = [f"{p}=={new.jax_pin}" for p in ("jax", "jaxlib") if new.jax_pin]
+    print(f"{venv}: no environment has optax: making it, optax {new.release}")
+    for cmd in ([sys.executable, "-m", "venv", str(venv.parents[1])], [
+        venv, "-m", "pip", "install", "-q", REPO, f"optax=={new.release}",
+        *pins]):
       if subprocess.run(cmd, check=False).returncode != 0:
-        raise Failure(2, f"could not create .venv: {' '.join(cmd)} failed")
+        raise Failure(2, f"could not create .venv: {cmd[2]} {cmd[3]} failed")
   if venv.exists() or args.target:
     return str(venv) if venv.exists() else sys.executable
   raise Failure(2, "no environment with optax ($VIRTUAL_ENV, $CONDA_PREFIX, "
-                "python3 on PATH, .venv): use --python, or apply creates .venv")
+                "python3 on PATH, .venv): use --python; apply creates .venv")
 
 
 def environment(python, target):
@@ -119,21 +107,17 @@ def environment(python, target):
     return m.group(1), pathlib.Path(os.path.abspath(target))
   try:
     info = probe(python)
-  except OSError as e:
-    raise Failure(2, f"cannot run {python}: {e.strerror}") from None
-  except (subprocess.SubprocessError, LookupError, ValueError, TypeError):
-    raise Failure(2, f"not a Python 3.8+ interpreter: {python}") from None
+  except (OSError, subprocess.SubprocessError, LookupError, ValueError,
+          TypeError) as e:
+    raise Failure(2, f"cannot run {python}: {e.strerror}" if isinstance(
+        e, OSError) else f"not a Python 3.8+ interpreter: {python}") from None
   if not info:
     raise Failure(2, f"no optax in the environment of {python} (install it: "
                   f"{python} -m pip install optax)")
-  version, root, origin = info
-  init = os.path.join(root, "optax", "__init__.py")
-  if not os.path.isfile(init):
-    raise Failure(2, f"optax {version} of {python} is not installed as files "
-                  f"in {root} (editable install? use --target CHECKOUT)")
-  if os.path.realpath(origin) != os.path.realpath(init):
-    raise Failure(2, f"{python} imports optax from {origin}, not {init}")
-  return version, pathlib.Path(root)
+  if not os.path.isfile(os.path.join(info[1], "optax", "__init__.py")):
+    raise Failure(2, f"optax {info[0]} of {python} is not installed as files "
+                  f"in {info[1]} (editable install? use --target CHECKOUT)")
+  return info[0], pathlib.Path(info[1])
 
 
 def readable(files):
@@ -176,27 +160,11 @@ def versions(folder, pins, kinds, data):
   return out
 
 
-def ordered(paths, data, goal):
-  """PATHS, the modules other touched ones import first when patching, last
-  when reverting: every prefix of the writes imports and runs."""
-  used = {p: sum(f"from optax._src import {pathlib.Path(p).stem}\n".encode()
-                 in data[q] for q in paths) for p in paths}
-  return sorted(paths, key=used.get, reverse=goal == "patched")
-
-
-def leftovers(root, pins):
-  """Temporaries (regular files) of runs that are gone."""
-  found = []
-  for p in pins:
-    for tmp in (root / p).parent.glob(TMP.format(pathlib.Path(p).name, "*")):
-      pid = tmp.name.split(".")[-2]
-      with contextlib.suppress(ProcessLookupError, OverflowError, ValueError):
-        if int(pid) != os.getpid() and pid.isdigit():
-          os.kill(int(pid), 0)
-          continue  # a running process's
-      if tmp.is_file() and not tmp.is_symlink():
-        found.append(tmp)
-  return found
+def dead(pid):  # of a temporary's name: a run that is gone, or this one
+  try:
+    return pid.isdigit() and (int(pid) == os.getpid() or os.kill(int(pid), 0))
+  except (ProcessLookupError, OverflowError):
+    return True
 
 
 def hook(point):
@@ -206,10 +174,7 @@ def hook(point):
 
 
 def write(root, contents, paths, goal):
-  """Replaces each of PATHS still as this run saw it by its GOAL version.
-
-  Returns the paths replaced and the Failure that stopped it, or None.
-  """
+  """Replaces PATHS by GOAL: ([paths replaced], Failure that stopped it)."""
   tmps, done, failure = {}, [], None
   try:
     for path in paths:
@@ -221,11 +186,11 @@ def write(root, contents, paths, goal):
         os.fchmod(f.fileno(), st.st_mode & 0o7777)
     hook("temps-written")
     for path in paths:
-      now = (root / path).read_bytes()  # changed since it was classified?
+      now = (root / path).read_bytes()  # as classified, or GOAL already?
       if now not in (contents[path][goal], contents[path][OTHER[goal]]):
         failure = Failure(4, f"{root / path} changed while this ran")
         break
-      if now != contents[path][goal]:  # else another run did it
+      if now != contents[path][goal]:
         os.replace(tmps[path], root / path)
         done.append(path)
         hook(f"replaced-{len(done)}")
@@ -243,11 +208,11 @@ def put_back(root, contents, paths, goal, code, reason, rerun):
   if failure is None:
     raise Failure(code, reason + (": the released files were put back"
                                   if code == 1 else ": nothing changed"))
-  patched = [p for p in contents if os.path.isfile(root / p) and
-             (root / p).read_bytes() == contents[p]["patched"]]
+  patched = [p for p in contents if (root / p).read_bytes() == contents[p][
+      "patched"]]
   raise Failure(8, f"{reason}; putting files back failed too: "
-                f"{failure.args[1]}; patched: {', '.join(patched) or 'none'}"
-                f"; once that is fixed, run: {rerun}")
+                f"{failure.args[1]}; patched: {', '.join(patched)}; once that "
+                f"is fixed, run: {rerun}")
 
 
 def verdicts(python, root, target, label):
@@ -262,7 +227,7 @@ def verdicts(python, root, target, label):
     why = f"the checks imported optax from {imported}, not {root / 'optax'}"
     if label != "after":
       raise Failure(2, f"{why}: nothing changed")
-  for line in [why] if why else [checks.line(*c) for c in got["checks"]]:
+  for line in [why] if why else [c[2] for c in got["checks"]]:
     print(f"  {label}: {line}")
   return why or {name for name, passed, _ in got["checks"] if passed}
 
@@ -274,12 +239,11 @@ def unknown(version, python, root, target):
     raise Failure(3, f"optax {version} is not a supported release (supported:"
                   f" {', '.join(supported)}); {GIT_AM}")
   passed = verdicts(python, root, target, "checks")
-  failing = [n for n in checks.MAIN if n not in passed or isinstance(
-      passed, str)]
-  if failing:
-    raise Failure(3, f"optax {version} is newer than the series and "
-                  + (passed if isinstance(passed, str) else ", ".join(failing)
-                     + " fail") + f"; {GIT_AM}")
+  failing = [n for n in checks.MAIN if n not in passed]
+  if isinstance(passed, str) or failing:
+    raise Failure(3, f"optax {version} is newer than the series and " + (
+        passed if isinstance(passed, str) else f"{', '.join(failing)} fail")
+                  + f"; {GIT_AM}")
   print(f"optax {version} already has the fix: nothing to patch")
   return 0
 
@@ -303,18 +267,26 @@ def run(args):
   pins = series.manifest(version)
   fix = (f"{python} -m pip install --force-reinstall --no-deps optax=={version}"
          if not args.target else f"restore optax {version}'s file in {root}")
-  rerun = f"{'--target' if args.target else '--python'} {args.target or python}"
-  rerun = f"tools/apply.sh {rerun} --revert (or {fix})"
+  rerun = (f"tools/apply.sh {'--target' if args.target else '--python'} "
+           f"{args.target or python} --revert (or {fix})")
   kinds, data = classify(root, pins, fix)
   goal = "released" if args.mode == "revert" else "patched"
-  todo = ordered([p for p, k in kinds.items() if k != goal], data, goal)
+  # Modules other touched ones import first when patching (they only gain
+  # definitions), last when reverting: every prefix of the writes runs.
+  order = sorted(pins, key=lambda p: -sum(
+      f"from optax._src import {pathlib.Path(p).stem}\n".encode() in data[q]
+      for q in pins))
+  todo = [p for p in (order if goal == "patched" else order[::-1])
+          if kinds[p] != goal]
   if args.mode == "check":
     code = 0 if not todo else 10 if len(todo) == len(kinds) else 11
     print({0: "applied", 10: "not applied"}.get(code, "partly applied (an "
           "interrupted run): apply or --revert completes it"))
     return code
   contents = versions(folder, pins, kinds, data)
-  left = leftovers(root, pins)
+  left = [t for p in pins for t in (root / p).parent.glob(TMP.format(
+      pathlib.Path(p).name, "*")) if t.is_file() and not t.is_symlink()
+          and dead(t.name.split(".")[-2])]  # only regular files are ours
   if not todo and not left:
     print(f"already {'applied' if goal == 'patched' else 'as released'}: "
           "nothing changed")
@@ -354,15 +326,12 @@ def run(args):
   if changed:
     raise Failure(4, f"{', '.join(changed)} changed while the checks ran "
                   "(another run?): see --check")
-  imports = "optax does not import"
   lost = [n for n in before if n not in after] if isinstance(
       before, set) and isinstance(after, set) else []
-  if lost or isinstance(after, str) and (isinstance(before, set) or (
-      after.startswith(imports) and not before.startswith(imports))):
+  if lost or isinstance(after, str) and after != before:  # not as before
     reason = f"{', '.join(lost)} passed before and failed after" if lost else (
         f"after: {after}")
-    put_back(root, contents, ordered(list(pins), data, "released"),
-             "released", 1, reason, rerun)
+    put_back(root, contents, order[::-1], "released", 1, reason, rerun)
   if isinstance(before, str):
     print("the checks could not run before: applied anyway (every file has "
           "its pinned sha256)")

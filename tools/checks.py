@@ -2,12 +2,10 @@
 
 Prints `optax <version> from <path>`, then `PASS|FAIL  <check>  <detail>`
 per check. Exits 0 if all pass, 1 if some fail, 2 on bad usage, 3 after the
-one line `optax does not import: <ExcType>: <message>` when optax (or the jax
-under it) does not import. --json FILE: the verdicts also go to FILE, which
-no start-up output can corrupt (read() reads it); --path DIR: DIR first on
-sys.path (as PYTHONPATH=DIR without -I). Tools call run(): any interpreter,
-isolated (-I, an empty cwd); it imports the standard library, jax, optax and
-lbfgs_steps.py (beside it).
+line `optax does not import: <ExcType>: <message>`. --json FILE: the verdicts
+also go to FILE (for read(): no start-up output can corrupt them); --path DIR:
+DIR first on sys.path. Tools call run(): any interpreter, -E, an empty cwd.
+It imports only the standard library, jax, optax and lbfgs_steps.py.
 """
 
 import argparse
@@ -59,14 +57,15 @@ def _message(e, width=None):  # <ExcType>: <first line, cut to width>
   return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:width]}"
 
 
-def _verdict(lbfgs_steps, name, fields, verdict):
+def _verdict(lbfgs_steps, name, fields, verdict):  # (name, passed, line)
   try:
     result = lbfgs_steps.run(lbfgs_steps.Config(**fields))
     passed, detail = verdict(result) if verdict else (True, "runs")
   except Exception as e:  # pylint: disable=broad-except
     passed, detail = False, _failure(e)
-  print(line(name, passed, detail))
-  return name, passed, detail
+  line = f"{'PASS' if passed else 'FAIL'}  {name:27s} {detail}"
+  print(line)
+  return name, passed, line
 
 
 def _failure(e):
@@ -77,38 +76,31 @@ def _failure(e):
   return f"{_message(e, 90)} ({where})"
 
 
-def line(name, passed, detail):
-  return f"{'PASS' if passed else 'FAIL'}  {name:27s} {detail}"
-
-
 def save(path, optax, error, verdicts):
-  if path:  # for read(): [version, file] of optax, why not, [(name, ...)]
+  if path:  # for read(): [version, file] of optax or None, why not, verdicts
     with open(path, "w", encoding="utf-8") as f:
       json.dump({"optax": optax, "error": error, "checks": verdicts}, f)
 
 
 def read(path):
-  """{'optax': [version, file] | None, 'error': str | None, 'checks': [(name,
-  passed, detail)]} as `--json PATH` wrote them, or None if nothing valid."""
-  try:
+  """{'optax': ..., 'error': ..., 'checks': ...} as save() wrote, or None."""
+  with contextlib.suppress(OSError, ValueError):
     with open(path, encoding="utf-8") as f:
-      got = json.load(f)
-    return dict(optax=got["optax"] and [str(x) for x in got["optax"]],
-                error=got["error"] and str(got["error"]),
-                checks=[(str(n), p is True, str(d)) for n, p, d in got["checks"]])
-  except (OSError, ValueError, LookupError, TypeError, AttributeError):
-    return None
+      return json.load(f)
+  return None
 
 
-def run(python, *paths, env=None):
-  """(read() of this file run by PYTHON, DIRS first on sys.path, its output)."""
+def run(python, *dirs, env=None):
+  """(read() of this file run by PYTHON with DIRS first on sys.path, what it
+  printed); -E, an empty cwd: no PYTHONPATH, no ./optax can shadow optax."""
   with tempfile.TemporaryDirectory() as tmp:
     out, said = os.path.join(tmp, "verdicts.json"), ""
+    paths = [f"--path={d}" for d in dirs]
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-      p = subprocess.run([python, "-I", __file__, "--json", out, *(
-          f"--path={d}" for d in paths)], cwd=tmp, env=env, check=False,
-                         capture_output=True, text=True, errors="replace")
-      said = f"{p.stderr}\n{p.stdout}"
+      said = subprocess.run(
+          [python, "-E", __file__, "--json", out, *paths], cwd=tmp, env=env,
+          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+          errors="replace", check=False).stdout
     return read(out), said
 
 
@@ -119,7 +111,6 @@ def main(argv):
   parser.add_argument("--path", action="append", default=[])
   args = parser.parse_args(argv)
   sys.path[:0] = args.path
-  sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # lbfgs_steps
   try:
     import optax  # pylint: disable=g-import-not-at-top,redefined-outer-name
     import lbfgs_steps  # pylint: disable=g-import-not-at-top
