@@ -3,9 +3,9 @@
 Prints `optax <version> from <path>`, then `PASS|FAIL  <check>  <detail>`
 per check. Exits 0 if all pass, 1 if some fail, 2 on bad usage, 3 after the
 line `optax does not import: <ExcType>: <message>`. --json FILE: the verdicts
-also go to FILE (for read(): no start-up output can corrupt them); --path DIR:
-DIR first on sys.path. Tools call run(): any interpreter, -E, an empty cwd.
-It imports only the standard library, jax, optax and lbfgs_steps.py.
+also go to FILE (read() reads it: no start-up output corrupts it); --path DIR:
+DIR first on sys.path. Tools call run(). It imports only the standard
+library, jax, optax and lbfgs_steps.py (beside it).
 """
 
 import argparse
@@ -105,24 +105,23 @@ def run(python, *dirs, env=None):
 
 
 def main(argv):
-  optax, error, verdicts = None, None, []
+  found, error, verdicts = None, None, []
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--json", help="also write the verdicts to this file")
   parser.add_argument("--path", action="append", default=[])
   args = parser.parse_args(argv)
   sys.path[:0] = args.path
   try:
-    import optax  # pylint: disable=g-import-not-at-top,redefined-outer-name
+    import optax  # pylint: disable=g-import-not-at-top
     import lbfgs_steps  # pylint: disable=g-import-not-at-top
-    print(f"optax {optax.__version__} from {optax.__file__}")
+    found = [optax.__version__, optax.__file__]
+    print(f"optax {found[0]} from {found[1]}")
     verdicts = [_verdict(lbfgs_steps, name, *c) for name, c in CHECKS.items()]
   except Exception as e:  # pylint: disable=broad-except
     error = f"optax does not import: {_message(e)}"
     print(error)
-  save(args.json, optax and [optax.__version__, optax.__file__], error,
-       verdicts)
+  save(args.json, found, error, verdicts)
   return 3 if error else 0 if all(v[1] for v in verdicts) else 1
-
 
 if __name__ == "__main__":
   sys.exit(main(sys.argv[1:]))
