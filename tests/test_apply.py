@@ -677,6 +677,23 @@ def test_concurrent_runs_both_apply(repo, env):
   assert _run(repo, "--check", env=env).returncode == 0
 
 
+def test_run_while_another_is_stopped_with_its_temporaries(repo, env,
+                                                           release):
+  """An apply while another is stopped with its temporaries written: it
+  leaves them alone and exits 0; the other resumes, finds the files patched
+  and exits 0 too; no temporary left, --check 0, --revert gives the release."""
+  proc = _stopped(repo, env, "temps-written")
+  other = _run(repo, env=env)
+  assert other.returncode == 0, other.stdout + other.stderr
+  resumed = _resume(proc)
+  assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+  assert "wrote the patched nothing" in resumed.stdout
+  assert not list(env.site.rglob("*.typestable-tmp"))
+  assert _run(repo, "--check", env=env).returncode == 0
+  assert _run(repo, "--revert", env=env).returncode == 0
+  assert _tree(env.site) == release
+
+
 @pytest.mark.parametrize("how", ["VIRTUAL_ENV", "CONDA_PREFIX", "PATH"])
 def test_apply_sh_finds_the_environment_the_user_is_in(repo, env, how):
   """tools/apply.sh with $VIRTUAL_ENV, $CONDA_PREFIX or the environment's bin
