@@ -496,6 +496,20 @@ def test_optax_folder_in_the_working_directory_is_not_patched(
       f"patches/{VERSION}")
 
 
+def test_checks_importing_another_optax_are_refused(repo, env, release,
+                                                    tmp_path):
+  """A .pth that puts a copy of optax (no metadata) first on sys.path: the
+  checks import that copy, not the files to patch: exit 2, nothing changed."""
+  shutil.copytree(env.site / "optax", tmp_path / "other" / "optax")
+  (env.site / "first.pth").write_text(
+      f"import sys; sys.path.insert(0, {str(tmp_path / 'other')!r})\n")
+  release = _tree(env.site)
+  _refused(_run(repo, env=env), 2, "the checks imported optax from "
+           f"{tmp_path / 'other' / 'optax'}, not {env.site / 'optax'}",
+           "nothing changed")
+  assert _tree(env.site) == release
+
+
 def _chattr(flag, *files):
   if subprocess.run(["chattr", flag, *map(str, files)], capture_output=True,
                     check=False).returncode != 0:
