@@ -12,7 +12,6 @@ the tool's SIGSTOP hook ($OPTAX_TYPESTABLE_STOP_AT), never a sleep.
 """
 
 import dataclasses
-import json
 import os
 import pathlib
 import shutil
@@ -672,7 +671,7 @@ def test_target_checkout_without_building_a_venv(tmp_path):
   before = _tree(checkout)
   applied = _run(repo, "--target", str(checkout), STUB_CHECKS="import")
   assert applied.returncode == 0, applied.stdout + applied.stderr
-  assert f"before: PASS  stub-runs" in applied.stdout
+  assert "before: PASS  stub-runs" in applied.stdout
   assert not (repo / ".venv").exists()
   assert _run(repo, "--target", str(checkout), "--check").returncode == 0
   assert _run(repo, "--target", str(checkout), "--revert").returncode == 0
