@@ -303,7 +303,8 @@ def run(args):
                     "install?): nothing changed")
     return 0
   for tmp in left:
-    os.unlink(tmp)
+    with contextlib.suppress(FileNotFoundError):  # another run was quicker
+      os.unlink(tmp)
     print(f"removed a leftover temporary: {tmp}")
   checked = bool(todo) and goal == "patched"
   hook("checks-before")
