@@ -30,9 +30,13 @@ LINESEARCH, NUMERICS, TRANSFORM = (f"optax/_src/{m}.py" for m in
                                    ("linesearch", "numerics", "transform"))
 PINS = series.manifest(VERSION)
 STUB_MAIN = '''
+real_main = main
+
 
 def main(argv):  # the stub: no jax, behaviour by $STUB_CHECKS
   import hashlib, importlib.util, pathlib
+  if "--where" in argv:
+    return real_main(argv)
   parser = argparse.ArgumentParser()
   parser.add_argument("--json")
   parser.add_argument("--path", action="append", default=[])

@@ -29,7 +29,6 @@ or checks-after makes it SIGSTOP itself there.
 
 import argparse
 import contextlib
-import json
 import os
 import pathlib
 import re
@@ -37,18 +36,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 
 import checks
 import series
 
 REPO = series.REPO
 TMP = ".{}.{}.typestable-tmp"  # .NAME.PID.typestable-tmp, beside NAME
-MARK = "OPTAX-TYPESTABLE "  # built by the probe: /bin/echo cannot fake it
-PROBE = ("import importlib.metadata as m, json, os\n"
-         "d = next(iter(m.distributions(name='optax')), None)\n"
-         "info = d and [d.version, os.fspath(d.locate_file(''))]\n"
-         "print('OPTAX-' + 'TYPESTABLE', json.dumps(info))\n")
 OTHER = {"released": "patched", "patched": "released"}
 GIT_AM = "to patch an optax checkout: git am patches/main/*.patch"
 
@@ -61,25 +54,15 @@ def release(version):  # (0, 2, 9) of 0.2.9.dev0
   return tuple(map(int, re.findall(r"\d+", re.match(r"[\d.]*", version)[0])))
 
 
-def probe(python):
-  """[version, site dir] of PYTHON's optax, or None."""
-  with tempfile.TemporaryDirectory() as tmp:  # no optax/ in a neutral cwd
-    out = subprocess.run([python, "-E", "-c", PROBE], capture_output=True,
-                         cwd=tmp, text=True, errors="replace", timeout=120,
-                         check=False).stdout
-  info = json.loads([l for l in out.splitlines()
-                     if l.startswith(MARK)][-1][len(MARK):])
-  return info and [str(x) for x in info]
-
-
 def interpreter(args):
   """The python of the environment to patch (the order of --help)."""
   prefix = os.environ.get("VIRTUAL_ENV") or os.environ.get("CONDA_PREFIX")
   if args.python is not None or prefix:
     return args.python or os.path.join(prefix, "bin", "python")
   path, venv = shutil.which("python3"), REPO / ".venv" / "bin" / "python"
-  with contextlib.suppress(Exception):
-    if path and probe(path):
+  with contextlib.suppress(OSError, subprocess.SubprocessError):
+    if path and (checks.run(path, "--where", timeout=120)[0] or {}).get(
+        "optax"):
       return path
   if not venv.exists() and args.mode == "apply" and not args.target:
     new = max(series.targets(), key=lambda t: release(t.release))
@@ -106,18 +89,19 @@ def environment(python, target):
       raise Failure(2, f"not an optax source tree: {target}")
     return m.group(1), pathlib.Path(os.path.abspath(target))
   try:
-    info = probe(python)
-  except (OSError, subprocess.SubprocessError, LookupError, ValueError,
-          TypeError) as e:
-    raise Failure(2, f"cannot run {python}: {e.strerror}" if isinstance(
-        e, OSError) else f"not a Python 3.8+ interpreter: {python}") from None
-  if not info:
+    got = checks.run(python, "--where", timeout=120)[0]
+  except (OSError, subprocess.SubprocessError) as e:
+    raise Failure(2, f"cannot run {python}: {e.strerror or e}") from None
+  if not got:
+    raise Failure(2, f"not a Python 3.8+ interpreter: {python}")
+  if not got["optax"]:
     raise Failure(2, f"no optax in the environment of {python} (install it: "
                   f"{python} -m pip install optax)")
-  if not os.path.isfile(os.path.join(info[1], "optax", "__init__.py")):
-    raise Failure(2, f"optax {info[0]} of {python} is not installed as files "
-                  f"in {info[1]} (editable install? use --target CHECKOUT)")
-  return info[0], pathlib.Path(info[1])
+  version, init = got["optax"]
+  if not os.path.isfile(init):
+    raise Failure(2, f"optax {version} of {python} is not installed as files "
+                  f"({init} is missing: editable? use --target CHECKOUT)")
+  return version, pathlib.Path(init).parents[1]
 
 
 def readable(files):
@@ -217,7 +201,7 @@ def put_back(root, contents, paths, goal, code, reason, rerun):
 
 def verdicts(python, root, target, label):
   """The names of the checks that pass, or why there are none."""
-  got, said = checks.run(python, *([root] if target else []),
+  got, said = checks.run(python, *([f"--path={root}"] if target else []),
                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
   said = [l.strip() for l in said.splitlines() if l.strip()] or ["no output"]
   imported = got and got["optax"] and os.path.dirname(got["optax"][1])

@@ -4,12 +4,14 @@ Prints `optax <version> from <path>`, then `PASS|FAIL  <check>  <detail>`
 per check. Exits 0 if all pass, 1 if some fail, 2 on bad usage, 3 after the
 line `optax does not import: <ExcType>: <message>`. --json FILE: the verdicts
 also go to FILE (read() reads it: no start-up output corrupts it); --path DIR:
-DIR first on sys.path. Tools call run(). It imports only the standard
-library, jax, optax and lbfgs_steps.py (beside it).
+DIR first on sys.path; --where: only optax's version and file, from its
+metadata. Tools call run(). It imports only the standard library, jax, optax
+and lbfgs_steps.py (beside it).
 """
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -90,17 +92,17 @@ def read(path):
   return None
 
 
-def run(python, *dirs, env=None):
-  """(read() of this file run by PYTHON with DIRS first on sys.path, what it
-  printed); -E, an empty cwd: no PYTHONPATH, no ./optax can shadow optax."""
+def run(python, *args, env=None, timeout=None):
+  """(read() of this file run by PYTHON with ARGS, what it printed); -E and
+  an empty cwd: no PYTHONPATH, no ./optax shadows optax. Raises OSError if
+  PYTHON does not run, TimeoutExpired after TIMEOUT seconds."""
   with tempfile.TemporaryDirectory() as tmp:
-    out, said = os.path.join(tmp, "verdicts.json"), ""
-    paths = [f"--path={d}" for d in dirs]
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-      said = subprocess.run(
-          [python, "-E", __file__, "--json", out, *paths], cwd=tmp, env=env,
-          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-          errors="replace", check=False).stdout
+    out = os.path.join(tmp, "verdicts.json")
+    said = subprocess.run(
+        [python, "-E", __file__, "--json", out, *args], cwd=tmp, env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+        stderr=subprocess.STDOUT, errors="replace", timeout=timeout,
+        check=False).stdout
     return read(out), said
 
 
@@ -109,8 +111,15 @@ def main(argv):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--json", help="also write the verdicts to this file")
   parser.add_argument("--path", action="append", default=[])
+  parser.add_argument("--where", action="store_true",
+                      help="only where optax is installed: no import")
   args = parser.parse_args(argv)
   sys.path[:0] = args.path
+  if args.where:
+    d = next(iter(importlib.metadata.distributions(name="optax")), None)
+    found = d and [d.version, os.fspath(d.locate_file("optax/__init__.py"))]
+    save(args.json, found, None, [])
+    return 0
   try:
     import optax  # pylint: disable=g-import-not-at-top
     import lbfgs_steps  # pylint: disable=g-import-not-at-top

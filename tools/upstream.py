@@ -173,9 +173,9 @@ def lint(tree, base_tree, paths):
 
 def evidence(tree, base_tree):
   for label, root in (("before", base_tree), ("after", tree)):
-    got, said = checks.run(sys.executable, root)
+    got, said = checks.run(sys.executable, f"--path={root}")
     lines = ([got["error"]] if got and got["error"] else
-             [checks.line(*c) for c in got["checks"]] if got else
+             [c[2] for c in got["checks"]] if got else
              (said.strip().splitlines() or ["no output"])[-1:])
     say(f"  {label}:")
     say("\n".join(f"    {l}" for l in lines))
