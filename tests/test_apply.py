@@ -394,7 +394,8 @@ def test_bad_interpreters_get_one_line(repo, env, tmp_path):
 
 
 def test_interpreter_with_a_banner(repo, env, tmp_path):
-  """Start-up output (even a fake marker) does not confuse --check."""
+  """An interpreter printing at start-up (a banner, a line like the old
+  probe's marker): --check still finds the environment's optax, exit 10."""
   wrapper = tmp_path / "python-with-banner"
   wrapper.write_text(
       "#!/bin/sh\necho 'Welcome to Python (site banner)'\n"
