@@ -1,14 +1,14 @@
-"""tools/apply.py on throwaway environments, each with its own optax 0.2.8.
+"""tools/apply.sh and apply.py on throwaway environments with optax 0.2.8.
 
 An environment is a venv (no pip: the tests' pip drives it through
 `pip --python`) holding a copy of optax 0.2.8 installed once per worker from
 the PyPI wheel, sharing jax & co. with the test interpreter through a .pth
 file, so patching it never touches the optax of the test environment.
 
-Most tests run a copy of tools/ and patches/ whose tools/checks.py is a fast
-stub (it does not import jax; $STUB_CHECKS picks a behaviour); one test runs
-the real checks. Each defect of issue #9 (the old tools/apply.sh) has a test
-here, named in its docstring.
+Most tests run a copy of tools/ and patches/ whose tools/checks.py has a
+fast main() (it does not import jax; $STUB_CHECKS picks a behaviour); two
+tests run the real checks. Tests that need a run stopped at a given point use
+the tool's SIGSTOP hook ($OPTAX_TYPESTABLE_STOP_AT), never a sleep.
 """
 
 import dataclasses
@@ -29,25 +29,47 @@ VERSION = "0.2.8"
 LINESEARCH, NUMERICS, TRANSFORM = (f"optax/_src/{m}.py" for m in
                                    ("linesearch", "numerics", "transform"))
 PINS = series.manifest(VERSION)
-STUB = '''"""Stand-in for tools/checks.py: same CLI, no jax, behaviour by $STUB_CHECKS."""
-import hashlib, importlib.util, os, pathlib, sys
-mode = os.environ.get("STUB_CHECKS", "")
-spec = importlib.util.find_spec("optax")
-src = pathlib.Path(spec.origin).parent / "_src" / "linesearch.py"
-pins = (pathlib.Path(__file__).parents[1] / "patches/manifest/0.2.8.sha256")
-patched = any(l.split()[1] == hashlib.sha256(src.read_bytes()).hexdigest()
-              for l in pins.read_text().splitlines())
-if mode == "broken" or (mode == "breaks-import" and patched):
-  print("checks.py: optax does not import: ModuleNotFoundError: jax", file=sys.stderr)
-  sys.exit(3)
-if mode == "import":
-  import optax
-print(f"optax 0.2.8 from {spec.origin}")
-print("PASS  stub-runs                  ok")
-if mode == "regress":
-  print(("FAIL" if patched else "PASS") + "  stub-released              -")
-  sys.exit(1 if patched else 0)
+STUB_MAIN = '''
+real_main = main
+
+
+def main(argv):  # the stub: no jax, behaviour by $STUB_CHECKS
+  import hashlib, importlib.util, pathlib
+  if "--where" in argv:
+    return real_main(argv)
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--json")
+  parser.add_argument("--path", action="append", default=[])
+  args = parser.parse_args(argv)
+  sys.path[:0] = args.path
+  mode = os.environ.get("STUB_CHECKS", "")
+  spec = importlib.util.find_spec("optax")
+  src = pathlib.Path(spec.origin).parent / "_src" / "linesearch.py"
+  pins = pathlib.Path(__file__).parents[1] / "patches/manifest/0.2.8.sha256"
+  patched = any(l.split()[1] == hashlib.sha256(src.read_bytes()).hexdigest()
+                for l in pins.read_text().splitlines())
+  if mode == "broken" or (mode == "breaks-import" and patched):
+    error = "optax does not import: ModuleNotFoundError: jax"
+    print("checks.py: " + error, file=sys.stderr)
+    save(args.json, None, error, [])
+    return 3
+  if mode == "import":
+    import optax
+  verdicts = [("stub-runs", True, "PASS  stub-runs")]
+  if mode == "regress":
+    verdicts.append(("stub-released", not patched,
+                     ("PASS" if not patched else "FAIL") + "  stub-released"))
+  print(f"optax 0.2.8 from {spec.origin}")
+  for _, _, line in verdicts:
+    print(line)
+  save(args.json, ["0.2.8", spec.origin], None, verdicts)
+  return 0 if all(v[1] for v in verdicts) else 1
+
 '''
+# The real tools/checks.py (its verdict file, its run() and read()) with a
+# fast main(): no jax, behaviour by $STUB_CHECKS.
+STUB = (REPO / "tools" / "checks.py").read_text().replace(
+    '\nif __name__ == "__main__":', STUB_MAIN + '\nif __name__ == "__main__":')
 
 
 @dataclasses.dataclass
@@ -79,13 +101,48 @@ def _repo_copy(dest):
   return dest
 
 
-def _run(repo, *args, env=None, python=None, **extra):
-  environ = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
-  environ.update(extra)
+def _environ(extra):
+  environ = {k: v for k, v in os.environ.items()
+             if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
+  return dict(environ, **extra)
+
+
+def _run(repo, *args, env=None, python=None, cwd=None, **extra):
   cmd = [sys.executable, str(repo / "tools" / "apply.py")]
   cmd += ["--python", str(python or env.python)] if (python or env) else []
   return subprocess.run(cmd + list(args), capture_output=True, text=True,
-                        env=environ, timeout=900, check=False)
+                        env=_environ(extra), cwd=cwd, timeout=900, check=False)
+
+
+def _sh(repo, *args, **extra):
+  """tools/apply.sh ARGS, with the environment variables EXTRA."""
+  return subprocess.run(["bash", str(repo / "tools" / "apply.sh"), *args],
+                        capture_output=True, text=True, env=_environ(extra),
+                        timeout=900, check=False)
+
+
+def _stopped(repo, env, point, *args, **extra):
+  """apply.py ARGS started and stopped by its hook at POINT."""
+  proc = subprocess.Popen(
+      [sys.executable, str(repo / "tools" / "apply.py"), "--python",
+       str(env.python), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True, start_new_session=True,
+      env=_environ(dict(extra, OPTAX_TYPESTABLE_STOP_AT=point)))
+  _, status = os.waitpid(proc.pid, os.WUNTRACED)
+  assert os.WIFSTOPPED(status), f"did not stop at {point}: {proc.communicate()}"
+  return proc
+
+
+def _resume(proc):
+  """Continues a stopped run; its CompletedProcess."""
+  os.kill(proc.pid, signal.SIGCONT)
+  out, err = proc.communicate(timeout=300)
+  return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _kill(proc):
+  os.killpg(proc.pid, signal.SIGKILL)  # the whole process group
+  proc.communicate()
 
 
 def _refused(result, code, *words):
@@ -102,13 +159,13 @@ def _imports(env):
                         capture_output=True, check=False).returncode == 0
 
 
-def _pip_install(python, *args):
+def _pip_install(python, *args, version=VERSION):
   """pip install optax==VERSION into PYTHON's environment, from the wheel."""
   subprocess.run(
       [sys.executable, "-m", "pip", "--python", str(python), "install",
        "--quiet", "--disable-pip-version-check", "--no-deps", "--no-index",
-       "--find-links", str(series.wheel(VERSION).parent), *args,
-       f"optax=={VERSION}"], check=True, capture_output=True)
+       "--find-links", str(series.wheel(version).parent), *args,
+       f"optax=={version}"], check=True, capture_output=True)
 
 
 def _reinstall(env):
@@ -151,8 +208,11 @@ def release(env):
   return _tree(env.site)
 
 
+
+
 def test_force_reinstall_cycle_with_the_real_checks(env, release, repo):
-  """#2: after pip install --force-reinstall the old tool was stuck."""
+  """Real checks: apply, pip --force-reinstall, --check 10, apply, --check 0,
+  apply again changes nothing, --revert gives the release back."""
   applied = _run(REPO, env=env)  # the real tools/checks.py
   assert applied.returncode == 0, applied.stdout + applied.stderr
   assert "before: FAIL  compile-once-zoom" in applied.stdout
@@ -169,8 +229,33 @@ def test_force_reinstall_cycle_with_the_real_checks(env, release, repo):
   assert _tree(env.site) == release
 
 
+@pytest.mark.parametrize("fixed", [True, False], ids=["patched", "pristine"])
+def test_newer_release_than_the_series(env, repo, fixed):
+  """Real checks on an optax whose metadata says 0.2.9 (newer than every
+  target): patched 0.2.8 files -> exit 0 "already has the fix" (also
+  --check); pristine ones -> exit 3 naming the failing checks and git am."""
+  if fixed:
+    assert _run(repo, env=env).returncode == 0
+  meta = env.site / f"optax-{VERSION}.dist-info" / "METADATA"
+  meta.write_text(meta.read_text().replace(f"\nVersion: {VERSION}\n",
+                                           "\nVersion: 0.2.9\n", 1))
+  before = _tree(env.site)
+  for args in ((), ("--check",)):
+    result = _run(REPO, *args, env=env)
+    if fixed:
+      assert result.returncode == 0, result.stdout + result.stderr
+      assert result.stdout.splitlines()[-1] == (
+          "optax 0.2.9 already has the fix: nothing to patch")
+    else:
+      _refused(result, 3, "optax 0.2.9 is newer than the series and "
+               "compile-once-zoom, compile-once-backtracking, "
+               "store-grad-float32-x64, value-and-grad-from-state fail; "
+               "to patch an optax checkout: git am patches/main/*.patch")
+  assert _tree(env.site) == before
+
+
 def test_corrupted_patch_changes_nothing(env, release, tmp_path):
-  """#1: a patch with a corrupted `+` line was applied, success reported."""
+  """A patch whose `+` line is corrupted (it still applies): exit 6."""
   repo = _repo_copy(tmp_path / "repo")
   patch = sorted((repo / "patches" / VERSION).glob("0001-*.patch"))[0]
   lines = patch.read_text().splitlines(keepends=True)
@@ -182,12 +267,35 @@ def test_corrupted_patch_changes_nothing(env, release, tmp_path):
   assert _tree(env.site) == release and _imports(env)
 
 
+@pytest.mark.parametrize("damage", [
+    "manifest-not-utf8", "targets-not-utf8", "patch-not-utf8",
+    "targets-missing", "manifest-missing"])
+def test_damaged_repository_files(env, release, tmp_path, damage):
+  """A repository file that is missing or not UTF-8: one line naming it,
+  exit 6 (--list too for targets.tsv), nothing changed."""
+  repo = _repo_copy(tmp_path / "repo")
+  what, how = damage.split("-", 1)
+  file = {"manifest": repo / "patches" / "manifest" / f"{VERSION}.sha256",
+          "targets": repo / "patches" / "targets.tsv",
+          "patch": sorted((repo / "patches" / VERSION).glob("*.patch"))[-1]
+          }[what]
+  if how == "missing":
+    file.unlink()
+  else:
+    file.write_bytes(file.read_bytes() + b"# caf\xe9\n")
+  name = str(file.relative_to(repo))
+  runs = [(), ("--check",), ("--revert",), ("--dry-run",)]
+  for args in runs + ([("--list",)] if what == "targets" else []):
+    _refused(_run(repo, *args, env=env), 6, name)
+  assert _tree(env.site) == release
+
+
 @pytest.mark.parametrize("evil", [
-    # 3: a symlink added into optax (the old tool wrote its target).
+    # a symlink added into optax
     "diff --git a/optax/_src/evil.py b/optax/_src/evil.py\n"
     "new file mode 120000\nindex 0000000..1111111\n--- /dev/null\n"
     "+++ b/optax/_src/evil.py\n@@ -0,0 +1 @@\n+../../canary.py\n",
-    # 6: no a/ b/ prefixes (the old tool deleted a path outside optax).
+    # no a/ b/ prefixes: a path outside optax deleted
     "diff --git optax/../canary.py optax/../canary.py\n"
     "deleted file mode 100644\nindex 1111111..0000000\n"
     "--- optax/../canary.py\n+++ /dev/null\n@@ -1 +0,0 @@\n-canary\n",
@@ -197,7 +305,7 @@ def test_corrupted_patch_changes_nothing(env, release, tmp_path):
 ], ids=["symlink", "no-prefix-delete", "dotdot"])
 def test_series_that_is_not_plain_modifications_is_refused(env, tmp_path,
                                                            evil):
-  """#3, #6: only modifications of existing regular optax/ files."""
+  """Only modifications of existing regular optax/ files: else exit 6."""
   repo = _repo_copy(tmp_path / "repo")
   (env.site / "canary.py").write_text("canary\n")
   for p in (repo / "patches" / VERSION).glob("*.patch"):
@@ -211,22 +319,15 @@ def test_series_that_is_not_plain_modifications_is_refused(env, tmp_path,
 
 
 @pytest.mark.parametrize("point,check", [
-    ("temps-written", 10), ("replaced-1", 11), ("replaced-2", 11),
-    ("checks-after", 0)])
+    ("checks-before", 10), ("temps-written", 10), ("replaced-1", 11),
+    ("replaced-2", 11), ("checks-after", 0)])
 def test_kill_9_then_rerun_completes(env, release, repo, point, check):
-  """#5: a kill at the wrong moment left the old tool stuck."""
-  proc = subprocess.Popen(
-      [sys.executable, str(repo / "tools" / "apply.py"), "--python",
-       str(env.python)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-      start_new_session=True, env=dict(os.environ,
-                                       OPTAX_TYPESTABLE_STOP_AT=point))
-  _, status = os.waitpid(proc.pid, os.WUNTRACED)  # stopped itself at point
-  assert os.WIFSTOPPED(status), f"did not reach {point}: {status}"
-  os.killpg(proc.pid, signal.SIGKILL)  # the whole process group
-  proc.wait()
+  """kill -9 at each hook point: --check says where it stopped; the next
+  run removes the temporaries and completes; --revert gives the release."""
+  _kill(_stopped(repo, env, point))
   assert _run(repo, "--check", env=env).returncode == check
   temps = list(env.site.rglob("*.typestable-tmp"))
-  assert bool(temps) == (point != "checks-after"), temps
+  assert bool(temps) == (point.startswith(("temps", "replaced"))), temps
   rerun = _run(repo, env=env)
   assert rerun.returncode == 0, rerun.stdout + rerun.stderr
   assert _run(repo, "--check", env=env).returncode == 0
@@ -235,40 +336,66 @@ def test_kill_9_then_rerun_completes(env, release, repo, point, check):
   assert _tree(env.site) == release
 
 
-def test_kill_9_during_revert_then_revert_completes(env, release, repo):
-  """#5, the other way: --revert killed half-way, then rerun."""
-  assert _run(repo, env=env).returncode == 0
-  proc = subprocess.Popen(
-      [sys.executable, str(repo / "tools" / "apply.py"), "--revert",
-       "--python", str(env.python)], stdout=subprocess.DEVNULL,
-      start_new_session=True,
-      env=dict(os.environ, OPTAX_TYPESTABLE_STOP_AT="replaced-1"))
-  assert os.WIFSTOPPED(os.waitpid(proc.pid, os.WUNTRACED)[1])
-  os.killpg(proc.pid, signal.SIGKILL)
-  proc.wait()
+LBFGS = """
+import jax, jax.numpy as jnp, optax
+f = lambda x: jnp.sum((x - 1.0) ** 2)
+opt, x = optax.lbfgs(), jnp.zeros(3)
+state, value_and_grad = opt.init(x), optax.value_and_grad_from_state(f)
+@jax.jit
+def step(x, state):
+  value, grad = value_and_grad(x, state=state)
+  updates, state = opt.update(grad, state, x, value=value, grad=grad,
+                              value_fn=f)
+  return optax.apply_updates(x, updates), state
+for _ in range(3):
+  x, state = step(x, state)
+assert float(f(x)) < 1e-6, x
+"""
+
+
+@pytest.mark.parametrize("mode,point", [
+    ("apply", "replaced-1"), ("apply", "replaced-2"),
+    ("--revert", "replaced-1"), ("--revert", "replaced-2")])
+def test_every_prefix_of_the_writes_runs_lbfgs(env, repo, mode, point):
+  """Killed after 1 or 2 of the 3 replacements (patching or reverting),
+  optax.lbfgs() still imports and reaches the optimum."""
+  if mode == "--revert":
+    assert _run(repo, env=env).returncode == 0
+  _kill(_stopped(repo, env, point, *(() if mode == "apply" else (mode,))))
   assert _run(repo, "--check", env=env).returncode == 11
-  assert _run(repo, "--revert", env=env).returncode == 0
-  assert _tree(env.site) == release
+  ran = subprocess.run([str(env.python), "-c", LBFGS], capture_output=True,
+                       text=True, check=False, cwd=env.site.parent,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert ran.returncode == 0, ran.stderr[-500:]
 
 
 def test_bad_interpreters_get_one_line(repo, env, tmp_path):
-  """#7, #8: tracebacks or wrong answers for /bin/true, a directory, echo."""
+  """Not Python, not runnable (the OS error is named), no optax, bad or
+  empty arguments: exit 2, one line."""
   text = tmp_path / "not-executable"
-  text.write_text("print('hi')\n")
-  for python in ("/bin/true", "/bin/echo", "/bin/false", tmp_path, text,
-                 tmp_path / "missing"):
+  text.write_text(f"#!/bin/sh\nexec {env.python} \"$@\"\n")
+  text.chmod(0o644)  # even root cannot execute it
+  for python, said in (("/bin/true", "not a Python"),
+                       ("/bin/echo", "not a Python"),
+                       ("/bin/false", "not a Python"),
+                       (text, f"cannot run {text}: Permission denied"),
+                       (tmp_path, f"cannot run {tmp_path}: Permission denied"),
+                       (tmp_path / "missing", "No such file or directory")):
     for args in (("--check",), ()):
-      _refused(_run(repo, *args, python=python), 2, "not a Python")
+      _refused(_run(repo, *args, python=python), 2, said)
   subprocess.run([sys.executable, "-m", "venv", "--without-pip",
                   str(tmp_path / "bare")], check=True)
   _refused(_run(repo, "--check", python=tmp_path / "bare/bin/python"), 2,
            "no optax", "pip install optax")
   _refused(_run(repo, "--bogus"), 2, "--bogus")
   _refused(_run(repo, "--check", "--revert", env=env), 2)
+  for args in (("--python", ""), ("--target", ""), ("--python=", "--check")):
+    _refused(_sh(repo, *args), 2, "non-empty")
 
 
 def test_interpreter_with_a_banner(repo, env, tmp_path):
-  """#8: start-up output (even a fake marker) does not confuse --check."""
+  """An interpreter printing at start-up (a banner, a line like the old
+  probe's marker): --check still finds the environment's optax, exit 10."""
   wrapper = tmp_path / "python-with-banner"
   wrapper.write_text(
       "#!/bin/sh\necho 'Welcome to Python (site banner)'\n"
@@ -280,21 +407,34 @@ def test_interpreter_with_a_banner(repo, env, tmp_path):
   assert str(env.site / "optax") in checked.stdout
 
 
-@pytest.mark.parametrize("version", ["0.2.99", "0.2.9.dev0"])
+def test_banner_does_not_disable_the_rollback(repo, env, release):
+  """A .pth printing a banner at start-up, a series breaking `import
+  optax`: exit 1, the released files are back."""
+  (env.site / "banner.pth").write_text(
+      "import sys; sys.stdout.write('Welcome (site banner)\\n')\n")
+  release = _tree(env.site)
+  _refused(_run(repo, env=env, STUB_CHECKS="breaks-import"), 1,
+           "after: optax does not import: ModuleNotFoundError: jax: the "
+           "released files were put back")
+  assert _tree(env.site) == release
+
+
+@pytest.mark.parametrize("version", ["0.2.2", "0.1.9", "0.2.8rc1"])
 def test_unsupported_release(repo, env, version):
-  """#8: no --force: an unsupported release is refused, --check says so."""
+  """An optax older than (or between) the supported releases: exit 3, also
+  for --check; --force is no option."""
   meta = env.site / f"optax-{VERSION}.dist-info" / "METADATA"
   meta.write_text(meta.read_text().replace(f"\nVersion: {VERSION}\n",
                                            f"\nVersion: {version}\n", 1))
   before = _tree(env.site)
   _refused(_run(repo, "--check", env=env), 3, "not a supported release")
-  _refused(_run(repo, env=env), 3, "git am")
+  _refused(_run(repo, env=env), 3, "git am patches/main/*.patch")
   _refused(_run(repo, "--force", env=env), 2, "--force")
   assert _tree(env.site) == before
 
 
 def test_edited_patched_file_says_how_to_get_out(repo, env):
-  """#9: revert refused an edited file with no way out."""
+  """An edited file: exit 4 with the pip command that restores it."""
   assert _run(repo, env=env).returncode == 0
   with open(env.site / LINESEARCH, "a") as f:
     f.write("# local edit\n")
@@ -308,42 +448,146 @@ def test_edited_patched_file_says_how_to_get_out(repo, env):
   assert _run(repo, "--check", env=env).returncode == 10
 
 
-def test_immutable_file_puts_everything_back(repo, env, release):
-  """#4: chattr +i mid-swap left a half-patched package."""
-  target = str(env.site / TRANSFORM)
+@pytest.mark.parametrize("point", ["checks-before", "temps-written"])
+def test_file_edited_while_it_runs_is_kept(repo, env, release, point):
+  """transform.py (written last) edited during the before-checks or after
+  the temporaries are written: exit 4, the edit kept, the other files
+  released, no temporaries left."""
+  proc = _stopped(repo, env, point)
+  with open(env.site / TRANSFORM, "a") as f:
+    f.write("# edited meanwhile\n")
+  edited = {p: h for p, h in _tree(env.site).items()
+            if not p.endswith(".typestable-tmp")}
+  _refused(_resume(proc), 4, TRANSFORM, "changed while this ran",
+           "nothing changed")
+  assert _tree(env.site) == edited
+
+
+@pytest.mark.parametrize("point", ["checks-before", "temps-written"])
+def test_release_installed_while_it_runs_is_kept(repo, env, point):
+  """pip install optax==0.2.7 during the run (0.2.7 shares two of the three
+  files with 0.2.8): exit 4, a whole 0.2.7 left."""
+  proc = _stopped(repo, env, point)
+  _pip_install(env.python, version="0.2.7")
+  _refused(_resume(proc), 4, "changed while this ran", "nothing changed")
+  assert {p: _sha(env.site / p) for p in PINS} == {
+      p: released for p, (released, _) in series.manifest("0.2.7").items()}
+
+
+def test_revert_while_apply_runs_its_after_checks(repo, env, release):
+  """--revert while an apply is stopped before its after-checks: the revert
+  exits 0, the apply 4 (not "applied"), --check says not applied."""
+  proc = _stopped(repo, env, "checks-after")
+  assert _run(repo, "--revert", env=env).returncode == 0
+  _refused(_resume(proc), 4, "changed while the checks ran", LINESEARCH)
+  assert _run(repo, "--check", env=env).returncode == 10
+  assert _tree(env.site) == release
+
+
+def test_optax_folder_in_the_working_directory_is_not_patched(
+    repo, env, tmp_path):
+  """Run from a directory holding an optax/ (a pip --target install): the
+  environment's optax is patched, that one untouched."""
+  shadow = tmp_path / "shadow"
+  series.overlay(VERSION, shadow)
+  before = _tree(shadow)
+  applied = _run(repo, env=env, cwd=shadow)
+  assert _tree(shadow) == before
+  assert _run(repo, "--check", env=env).returncode == 0
+  assert applied.returncode == 0, applied.stdout + applied.stderr
+  assert applied.stdout.splitlines()[0] == (
+      f"{env.python}: optax {VERSION} in {env.site / 'optax'}, series "
+      f"patches/{VERSION}")
+
+
+def test_checks_importing_another_optax_are_refused(repo, env, release,
+                                                    tmp_path):
+  """A .pth that puts a copy of optax (no metadata) first on sys.path: the
+  checks import that copy, not the files to patch: exit 2, nothing changed."""
+  shutil.copytree(env.site / "optax", tmp_path / "other" / "optax")
+  (env.site / "first.pth").write_text(
+      f"import sys; sys.path.insert(0, {str(tmp_path / 'other')!r})\n")
+  release = _tree(env.site)
+  _refused(_run(repo, env=env), 2, "the checks imported optax from "
+           f"{tmp_path / 'other' / 'optax'}, not {env.site / 'optax'}",
+           "nothing changed")
+  assert _tree(env.site) == release
+
+
+def _chattr(flag, *files):
+  if subprocess.run(["chattr", flag, *map(str, files)], capture_output=True,
+                    check=False).returncode != 0:
+    pytest.skip("chattr is not supported here")
+
+
+@pytest.fixture
+def immutable():
+  """chattr +i FILE... (as root); undone at the end."""
   if os.geteuid() != 0:
     pytest.skip("chattr +i needs root")
-  if subprocess.run(["chattr", "+i", target], capture_output=True,
-                    check=False).returncode != 0:
-    pytest.skip("chattr +i is not supported here")
-  try:
-    # Immutable before the run: refused up front (access(2) says so).
-    _refused(_run(repo, env=env), 5, TRANSFORM, "not writable")
-    subprocess.run(["chattr", "-i", target], check=True)
-    # Immutable in the middle of the run: after the temporaries are
-    # written, before the renames (linesearch, numerics, then transform).
-    proc = subprocess.Popen(
-        [sys.executable, str(repo / "tools" / "apply.py"), "--python",
-         str(env.python)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=dict(os.environ,
-                            OPTAX_TYPESTABLE_STOP_AT="temps-written"))
-    assert os.WIFSTOPPED(os.waitpid(proc.pid, os.WUNTRACED)[1])
-    subprocess.run(["chattr", "+i", target], check=True)
-    os.kill(proc.pid, signal.SIGCONT)
-    out, err = proc.communicate(timeout=300)
-    _refused(subprocess.CompletedProcess(proc.args, proc.returncode, out, err),
-             7, TRANSFORM, "Operation not permitted", "nothing changed")
-    assert _tree(env.site) == release  # linesearch, numerics put back
-    assert not list(env.site.rglob("*.typestable-tmp"))
-  finally:
-    subprocess.run(["chattr", "-i", target], check=True)
-  assert _imports(env)
-  assert _run(repo, "--check", env=env).returncode == 10
+  files = []
+  yield lambda *f: (files.extend(f), _chattr("+i", *f))
+  if files:
+    _chattr("-i", *files)
+
+
+def test_immutable_file_puts_everything_back(repo, env, release, immutable):
+  """chattr +i: refused up front (exit 5); set after the temporaries are
+  written: exit 7, the files replaced before it put back."""
+  immutable(env.site / TRANSFORM)
+  _refused(_run(repo, env=env), 5, TRANSFORM, "not writable")
+  _chattr("-i", env.site / TRANSFORM)
+  proc = _stopped(repo, env, "temps-written")
+  immutable(env.site / TRANSFORM)  # written after numerics, linesearch
+  _refused(_resume(proc), 7, TRANSFORM, "Operation not permitted",
+           "nothing changed")
+  assert _tree(env.site) == release
+  assert not list(env.site.rglob("*.typestable-tmp"))
+
+
+@pytest.mark.parametrize("case", ["after-check-fails", "write-fails"])
+def test_failed_put_back_names_the_patched_files(repo, env, release,
+                                                 immutable, case):
+  """The put-back fails too (an immutable file): exit 8 naming the failure,
+  the files still patched and --revert; --revert then completes."""
+  if case == "after-check-fails":  # put back: transform, linesearch, numerics
+    proc = _stopped(repo, env, "checks-after", STUB_CHECKS="regress")
+    immutable(env.site / LINESEARCH)
+    reason, patched = "stub-released passed before and failed after", [
+        LINESEARCH, NUMERICS]
+  else:  # numerics, linesearch written; transform fails; numerics stuck
+    proc = _stopped(repo, env, "replaced-1")
+    immutable(env.site / NUMERICS, env.site / TRANSFORM)
+    reason, patched = f"cannot write {env.site / TRANSFORM}", [NUMERICS]
+  _refused(_resume(proc), 8, reason, "putting files back failed too",
+           f"patched: {', '.join(patched)}; once that is fixed, run: "
+           f"tools/apply.sh --python {env.python} --revert")
+  assert {p for p in PINS if _sha(env.site / p) == PINS[p][1]} == set(patched)
+  _chattr("-i", *(env.site / p for p in PINS))
+  assert _run(repo, "--check", env=env).returncode == 11
+  assert _run(repo, "--revert", env=env).returncode == 0
+  assert _tree(env.site) == release
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_owner_group_and_mode_are_kept(repo, env, release):
+  """Files of another user (run as root): apply and --revert keep their
+  owner, group and mode."""
+  for p in PINS:
+    os.chown(env.site / p, 1234, 5678)
+    os.chmod(env.site / p, 0o664)
   assert _run(repo, env=env).returncode == 0
+  for p in PINS:
+    st = os.stat(env.site / p)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1234, 5678, 0o664)
+  assert _run(repo, "--revert", env=env).returncode == 0
+  assert {(os.stat(env.site / p).st_uid, os.stat(env.site / p).st_gid)
+          for p in PINS} == {(1234, 5678)}
+  assert _tree(env.site) == release
 
 
 def test_symlinked_file_is_refused(repo, env, tmp_path):
-  """#10: the old tool replaced a symlinked file by a regular file."""
+  """A symlinked touched file: exit 5 for every mode, nothing changed."""
   real = tmp_path / "numerics.py"
   shutil.move(env.site / NUMERICS, real)
   (env.site / NUMERICS).symlink_to(real)
@@ -354,7 +598,7 @@ def test_symlinked_file_is_refused(repo, env, tmp_path):
 
 
 def test_read_only_install_is_refused_even_as_root(repo, env, release):
-  """#10: root ignored chmod a-w; --dry-run ignored writability."""
+  """chmod a-w: exit 5 (root too), --dry-run says "writable: no"."""
   subprocess.run(["chmod", "-R", "a-w", str(env.site / "optax")], check=True)
   dry = _run(repo, "--dry-run", env=env)
   _refused(dry, 5, "not writable")
@@ -368,9 +612,21 @@ def test_read_only_install_is_refused_even_as_root(repo, env, release):
   assert LINESEARCH in dry.stdout and _tree(env.site) == release
 
 
+def test_directory_named_like_a_temporary_is_left_alone(repo, env):
+  """A directory named like a temporary of a dead run does not block apply,
+  --revert or --check, and is left as it is."""
+  odd = env.site / "optax" / "_src" / ".linesearch.py.999999999.typestable-tmp"
+  odd.mkdir()
+  (odd / "keep").write_text("mine\n")
+  for args, code in (((), 0), (("--check",), 0), (("--revert",), 0)):
+    result = _run(repo, *args, env=env)
+    assert result.returncode == code, result.stdout + result.stderr
+  assert (odd / "keep").read_text() == "mine\n"
+
+
 def test_writes_only_the_touched_files(repo, env, release, tmp_path):
-  """#7, #10: no state file, journal or lock; only the touched modules'
-  bytecode removed; no scratch copies left in $TMPDIR."""
+  """Only the touched files change; only their modules' bytecode goes; no
+  state file, journal or lock; no scratch copies left in $TMPDIR."""
   subprocess.run([str(env.python), "-m", "compileall", "-q",
                   str(env.site / "optax" / "_src")], check=True)
   cache = env.site / "optax" / "_src" / "__pycache__"
@@ -389,36 +645,38 @@ def test_writes_only_the_touched_files(repo, env, release, tmp_path):
 
 
 def test_checks_that_regress_put_the_release_back(repo, env, release):
-  """A check that passed before and fails after: released files back."""
+  """A check that passed before and fails after, or optax that no longer
+  imports: exit 1, the released files back."""
   result = _run(repo, env=env, STUB_CHECKS="regress")
-  _refused(result, 1, "stub-released passed before and failed after",
+  _refused(result, 1, "stub-released passed before and failed after: the "
            "released files were put back")
   assert _tree(env.site) == release
   result = _run(repo, env=env, STUB_CHECKS="breaks-import")
-  _refused(result, 1, "optax imported before and not after")
+  _refused(result, 1, "after: optax does not import")
   assert _tree(env.site) == release
 
 
 def test_checks_that_cannot_run_before_do_not_block(repo, env):
-  """As optax 0.2.7 with jax 0.10: the hashes guarantee the files."""
+  """optax does not import before nor after (as 0.2.7 with jax 0.10): the
+  pinned hashes guarantee the files, applied."""
   result = _run(repo, env=env, STUB_CHECKS="broken")
   assert result.returncode == 0, result.stdout + result.stderr
   for label in ("before", "after"):
-    assert (f"{label}: the checks could not run: checks.py: optax does not "
-            "import: ModuleNotFoundError: jax") in result.stdout
+    assert (f"{label}: optax does not import: ModuleNotFoundError: jax"
+            in result.stdout)
   assert "applied anyway" in result.stdout
   assert _run(repo, "--check", env=env).returncode == 0
 
 
 def test_target_checkout_without_building_a_venv(tmp_path):
-  """#10: --target built .venv first; it patches a source tree."""
+  """--target patches, checks and reverts a source tree; no .venv made."""
   repo = _repo_copy(tmp_path / "repo")
   checkout = tmp_path / "checkout"
   series.overlay(VERSION, checkout)
   before = _tree(checkout)
   applied = _run(repo, "--target", str(checkout), STUB_CHECKS="import")
   assert applied.returncode == 0, applied.stdout + applied.stderr
-  assert f"optax 0.2.8 from {checkout}/optax/__init__.py" in applied.stdout
+  assert "before: PASS  stub-runs" in applied.stdout
   assert not (repo / ".venv").exists()
   assert _run(repo, "--target", str(checkout), "--check").returncode == 0
   assert _run(repo, "--target", str(checkout), "--revert").returncode == 0
@@ -426,24 +684,74 @@ def test_target_checkout_without_building_a_venv(tmp_path):
   _refused(_run(repo, "--target", str(tmp_path)), 2, "not an optax source")
 
 
-def test_concurrent_runs_never_wait_or_corrupt(repo, env):
-  """#10: the old lock could wait forever; now each file is always whole."""
+def test_concurrent_runs_both_apply(repo, env):
+  """Two applies at once: both exit 0, --check says applied."""
   procs = [subprocess.Popen(
       [sys.executable, str(repo / "tools" / "apply.py"), "--python",
        str(env.python)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True) for _ in range(2)]
   outs = [p.communicate(timeout=300) for p in procs]
-  assert {p.returncode for p in procs} <= {0, 7}, outs
-  assert _run(repo, "--check", env=env).returncode in (0, 10, 11)
-  assert _run(repo, env=env).returncode == 0
+  assert [p.returncode for p in procs] == [0, 0], outs
   assert _run(repo, "--check", env=env).returncode == 0
 
 
+def test_run_while_another_is_stopped_with_its_temporaries(repo, env,
+                                                           release):
+  """An apply while another is stopped with its temporaries written: it
+  leaves them alone and exits 0; the other resumes, finds the files patched
+  and exits 0 too; no temporary left, --check 0, --revert gives the release."""
+  proc = _stopped(repo, env, "temps-written")
+  other = _run(repo, env=env)
+  assert other.returncode == 0, other.stdout + other.stderr
+  resumed = _resume(proc)
+  assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+  assert "wrote the patched nothing" in resumed.stdout
+  assert not list(env.site.rglob("*.typestable-tmp"))
+  assert _run(repo, "--check", env=env).returncode == 0
+  assert _run(repo, "--revert", env=env).returncode == 0
+  assert _tree(env.site) == release
+
+
+@pytest.mark.parametrize("how", ["VIRTUAL_ENV", "CONDA_PREFIX", "PATH"])
+def test_apply_sh_finds_the_environment_the_user_is_in(repo, env, how):
+  """tools/apply.sh with $VIRTUAL_ENV, $CONDA_PREFIX or the environment's bin
+  first on PATH: the first line names it, it is the one patched, no .venv."""
+  root = env.python.parents[1]
+  extra = ({"PATH": f"{root / 'bin'}:{os.environ['PATH']}"} if how == "PATH"
+           else {how: str(root)})
+  python = root / "bin" / ("python3" if how == "PATH" else "python")
+  first = (f"{python}: optax {VERSION} in {env.site / 'optax'}, series "
+           f"patches/{VERSION}")
+  checked = _sh(repo, "--check", **extra)
+  assert (checked.returncode, checked.stdout.splitlines()[0]) == (10, first)
+  applied = _sh(repo, **extra)
+  assert applied.returncode == 0, applied.stdout + applied.stderr
+  assert applied.stdout.splitlines()[0] == first
+  assert _run(repo, "--check", env=env).returncode == 0
+  assert not (repo / ".venv").exists()
+
+
+def test_no_environment_found_creates_nothing(tmp_path):
+  """No $VIRTUAL_ENV, no python3 with optax on PATH, no .venv: --check and
+  --dry-run exit 2, --list 0; none creates a file in the repository."""
+  repo = _repo_copy(tmp_path / "repo")
+  subprocess.run([sys.executable, "-m", "venv", "--without-pip",
+                  str(tmp_path / "bare")], check=True)
+  path = f"{tmp_path / 'bare' / 'bin'}:{os.environ['PATH']}"
+  files = sorted(repo.rglob("*"))
+  for args in (("--check",), ("--dry-run",), ("--revert",)):
+    _refused(_sh(repo, *args, PATH=path), 2, "no environment with optax")
+  assert _sh(repo, "--list", PATH=path).returncode == 0
+  assert sorted(repo.rglob("*")) == files
+
+
 def test_list_and_help(repo):
-  listed = _run(repo, "--list")
+  """--list: the releases and their series; --help (exit 0): the exit codes."""
+  listed = _sh(repo, "--list")
   assert listed.returncode == 0
   assert f"optax {VERSION}: patches/{VERSION}" in listed.stdout
   assert "optax 0.2.7: patches/0.2.7 (with jax 0.9.2)" in listed.stdout
-  helped = _run(repo, "--help")
+  helped = _sh(repo, "--help")
   assert helped.returncode == 0 and "exit codes" in helped.stdout
   assert " 11  --check: partly applied" in helped.stdout
+  assert "   8  putting files back failed too" in helped.stdout

@@ -53,7 +53,7 @@ def fixture_fake(tmp_path):
   shutil.copytree(REPO / "tools", ours / "tools")
   (ours / "patches").mkdir()
   git(tmp_path, "init", "-q", "-b", "main", str(optax))
-  base = write_commit(optax, {"optax/__init__.py": "",
+  base = write_commit(optax, {"optax/__init__.py": "__version__ = '0.0'\n",
                               "optax/_src/__init__.py": "",
                               "optax/_src/mod.py": MOD,
                               "optax/_src/mod_test.py": TEST}, "base")
@@ -86,6 +86,8 @@ def test_clean_series_passes(fake):
   assert res.returncode == 0, res.stdout + res.stderr
   assert "applied cleanly" in res.stdout
   assert "test_f_is_two: fails without the fix" in res.stdout
+  # tools/checks.py on the fake optax, read from its verdict file
+  assert "  after:\n    FAIL  seed-1210-scan-x64 " in res.stdout
   assert "all checks passed" in res.stdout
 
 

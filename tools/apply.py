@@ -1,95 +1,116 @@
 """Patches, checks or reverts the optax of a Python environment with our series.
 
-usage: python3 tools/apply.py [--python PATH] [--target DIR]
-                              [--check | --revert | --dry-run | --list]
---python: the environment's interpreter (default: $VIRTUAL_ENV's, else .venv,
-made from pyproject.toml); --target: the optax source tree DIR/optax instead.
-It writes only the touched files, through .NAME.PID.typestable-tmp beside
-them, and removes their bytecode: no state file, no lock (see README.md).
+usage: tools/apply.sh [--python PATH] [--target DIR]
+                      [--check | --revert | --dry-run | --list]
+--python: default $VIRTUAL_ENV's, $CONDA_PREFIX's, python3 on PATH if it has
+optax, this repository's .venv (made with the newest optax of targets.tsv);
+--target: the optax source tree DIR/optax. Writes only the touched files
+(owner, group, mode kept) via .NAME.PID.typestable-tmp beside them; no state.
 
 exit codes (nothing is changed on 2-6; --dry-run: apply's):
-   0  done or nothing to do; --check: applied
+   0  done or nothing to do; --check: applied; a newer optax has the fix
    1  a check that passed before fails after, or optax no longer imports:
       the released files were put back
-   2  usage: bad argument, not a Python interpreter, no optax, no source tree
-   3  unsupported optax release (patch a checkout with git am instead)
-   4  a touched file is missing or modified by someone else
+   2  usage: bad or empty argument, no runnable Python 3.8+, no optax, no
+      source tree, the checks import another optax
+   3  unsupported release, or newer and without the fix: git am a checkout
+   4  a touched file or optax's version is missing or modified by someone
+      else, also while this runs
    5  a touched file is a symlink, or a file or its directory is not writable
-   6  the series is broken: invalid, does not apply, sha256 not as pinned
+   6  patches/ is broken: missing, not UTF-8, invalid, not the pinned sha256
    7  writing failed: the files already replaced were put back
+   8  putting files back failed too: the message names those still patched
   10  --check: not applied (as released)
   11  --check: partly applied (an interrupted run; apply or --revert ends it)
  130  interrupted (Ctrl-C): rerun apply or --revert to complete the job
-Test hook: $OPTAX_TYPESTABLE_STOP_AT=temps-written, replaced-N (after N
-renames) or checks-after makes it SIGSTOP itself there, the first time.
+Test hook: $OPTAX_TYPESTABLE_STOP_AT=checks-before, temps-written, replaced-N
+or checks-after makes it SIGSTOP itself there.
 """
 
 import argparse
 import contextlib
-import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
 
+import checks
 import series
 
 REPO = series.REPO
 TMP = ".{}.{}.typestable-tmp"  # .NAME.PID.typestable-tmp, beside NAME
-MARK = "OPTAX-TYPESTABLE "  # built by the probe: /bin/echo cannot fake it
-PROBE = ("import importlib.metadata as m, json, os\n"
-         "d = next(iter(m.distributions(name='optax')), None)\n"
-         "info = d and [d.version, os.fspath(d.locate_file(''))]\n"
-         "print('OPTAX-' + 'TYPESTABLE', json.dumps(info))\n")
 OTHER = {"released": "patched", "patched": "released"}
+GIT_AM = "to patch an optax checkout: git am patches/main/*.patch"
 
 
 class Failure(Exception):
   """Exit code and a one-line message."""
 
 
-def default_python(create):
-  if os.environ.get("VIRTUAL_ENV"):
-    return os.path.join(os.environ["VIRTUAL_ENV"], "bin", "python")
-  python = REPO / ".venv" / "bin" / "python"
-  if create and not python.exists():
-    print(f"creating {REPO / '.venv'} from pyproject.toml")
-    for cmd in ([sys.executable, "-m", "venv", str(REPO / ".venv")],
-                [str(python), "-m", "pip", "install", "--quiet", str(REPO)]):
+def release(version):  # (0, 2, 9) of 0.2.9.dev0
+  return tuple(map(int, re.findall(r"\d+", re.match(r"[\d.]*", version)[0])))
+
+
+def interpreter(args):
+  """The python of the environment to patch (the order of --help)."""
+  prefix = os.environ.get("VIRTUAL_ENV") or os.environ.get("CONDA_PREFIX")
+  if args.python is not None or prefix:
+    return args.python or os.path.join(prefix, "bin", "python")
+  path, venv = shutil.which("python3"), REPO / ".venv" / "bin" / "python"
+  with contextlib.suppress(OSError, subprocess.SubprocessError):
+    if path and (checks.run(path, "--where", timeout=120)[0] or {}).get(
+        "optax"):
+      return path
+  if not venv.exists() and args.mode == "apply" and not args.target:
+    new = max(series.targets(), key=lambda t: release(t.release))
+    pins = [f"{p}=={new.jax_pin}" for p in ("jax", "jaxlib") if new.jax_pin]
+    print(f"{venv}: no environment has optax: making it, optax {new.release}")
+    for cmd in ([sys.executable, "-m", "venv", str(venv.parents[1])], [
+        venv, "-m", "pip", "install", "-q", REPO, f"optax=={new.release}",
+        *pins]):
       if subprocess.run(cmd, check=False).returncode != 0:
-        raise Failure(2, f"could not create .venv: {' '.join(cmd)} failed")
-  return str(python) if python.exists() else sys.executable
+        raise Failure(2, f"could not create .venv: {cmd[2]} {cmd[3]} failed")
+  if venv.exists() or args.target:
+    return str(venv) if venv.exists() else sys.executable
+  raise Failure(2, "no environment with optax ($VIRTUAL_ENV, $CONDA_PREFIX, "
+                "python3 on PATH, .venv): use --python; apply creates .venv")
 
 
-def environment(args):
-  """(version, root holding optax/, python and extra environ of the checks)."""
-  python = args.python or default_python(create=not args.target)
-  if args.target:
-    init = pathlib.Path(args.target, "optax", "__init__.py")
+def environment(python, target):
+  """(version, root holding optax/) of --target's tree or PYTHON's optax."""
+  if target:
+    init = pathlib.Path(target, "optax", "__init__.py")
     text = init.read_text(errors="replace") if init.is_file() else ""
     m = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.M)
     if not m:
-      raise Failure(2, f"not an optax source tree: {args.target}")
-    root = pathlib.Path(os.path.abspath(args.target))
-    return m.group(1), root, python, {"PYTHONPATH": str(root)}
+      raise Failure(2, f"not an optax source tree: {target}")
+    return m.group(1), pathlib.Path(os.path.abspath(target))
   try:
-    out = subprocess.run([python, "-c", PROBE], capture_output=True,
-                         text=True, timeout=120, check=False).stdout
-    info = json.loads([l for l in out.splitlines()
-                       if l.startswith(MARK)][-1][len(MARK):])
-    version, root = (str(x) for x in info) if info else (None, None)
-  except (OSError, subprocess.SubprocessError, LookupError, ValueError,
-          TypeError):
-    raise Failure(2, f"not a Python 3.8+ interpreter: {python}") from None
-  if version is None:
+    got = checks.run(python, "--where", timeout=120)[0]
+  except (OSError, subprocess.SubprocessError) as e:
+    raise Failure(2, f"cannot run {python}: {e.strerror or e}") from None
+  if not got:
+    raise Failure(2, f"not a Python 3.8+ interpreter: {python}")
+  if not got["optax"]:
     raise Failure(2, f"no optax in the environment of {python} (install it: "
                   f"{python} -m pip install optax)")
-  if not os.path.isfile(os.path.join(root, "optax", "__init__.py")):
+  version, init = got["optax"]
+  if not os.path.isfile(init):
     raise Failure(2, f"optax {version} of {python} is not installed as files "
-                  f"in {root} (editable install? use --target CHECKOUT)")
-  return version, pathlib.Path(root), python, {}
+                  f"({init} is missing: editable? use --target CHECKOUT)")
+  return version, pathlib.Path(init).parents[1]
+
+
+def readable(files):
+  for file in files:  # what the repository supplies: exit 6 if damaged
+    try:
+      file.read_bytes().decode()
+    except (OSError, UnicodeError) as e:
+      raise Failure(6, f"{file.relative_to(REPO)}: "
+                    f"{getattr(e, 'strerror', 0) or 'not UTF-8'}") from None
 
 
 def classify(root, pins, fix):
@@ -123,86 +144,134 @@ def versions(folder, pins, kinds, data):
   return out
 
 
+def dead(pid):  # of a temporary's name: a run that is gone, or this one
+  try:
+    return pid.isdigit() and (int(pid) == os.getpid() or os.kill(int(pid), 0))
+  except (ProcessLookupError, OverflowError):
+    return True
+
+
 def hook(point):
   if os.environ.get("OPTAX_TYPESTABLE_STOP_AT") == point:  # the first time
     del os.environ["OPTAX_TYPESTABLE_STOP_AT"]
     os.kill(os.getpid(), signal.SIGSTOP)
 
 
-def write(root, contents, paths, goal, undo=True):
-  """Replaces PATHS by their GOAL version; on failure UNDOes the replaced."""
-  tmps, done = {}, []
+def write(root, contents, paths, goal):
+  """Replaces PATHS by GOAL: ([paths replaced], Failure that stopped it)."""
+  tmps, done, failure = {}, [], None
   try:
     for path in paths:
-      file, mode = root / path, os.stat(root / path).st_mode & 0o7777
+      file, st = root / path, os.stat(root / path)
       tmps[path] = file.with_name(TMP.format(file.name, os.getpid()))
       with open(tmps[path], "xb") as f:
         f.write(contents[path][goal])
-        os.fchmod(f.fileno(), mode)
+        os.fchown(f.fileno(), st.st_uid, st.st_gid)
+        os.fchmod(f.fileno(), st.st_mode & 0o7777)
     hook("temps-written")
     for path in paths:
-      os.replace(tmps[path], root / path)
-      done.append(path)
-      hook(f"replaced-{len(done)}")
+      now = (root / path).read_bytes()  # as classified, or GOAL already?
+      if now not in (contents[path][goal], contents[path][OTHER[goal]]):
+        failure = Failure(4, f"{root / path} changed while this ran")
+        break
+      if now != contents[path][goal]:
+        os.replace(tmps[path], root / path)
+        done.append(path)
+        hook(f"replaced-{len(done)}")
   except OSError as e:
-    for tmp in tmps.values():
-      with contextlib.suppress(OSError):
-        os.unlink(tmp)
-    if undo:  # may fail: exit 7 too
-      write(root, contents, done, OTHER[goal], undo=False)
-    raise Failure(7, f"cannot write {root / path}: {e.strerror}; " + (
-        "nothing changed" if undo else "rerun apply or --revert")) from None
-  for pyc in [c for p in paths for c in (root / p).parent.glob(
-      f"__pycache__/{pathlib.Path(p).stem}.*.pyc")]:  # touched modules only
-    with contextlib.suppress(OSError):  # if stale, Python rechecks it
-      pyc.unlink()
+    failure = Failure(7, f"cannot write {root / path}: {e.strerror}")
+  for tmp in tmps.values():
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+  return done, failure
 
 
-def checks(python, extra_env, label):
-  """The names of the checks that pass, or None if the checks could not run."""
-  try:
-    p = subprocess.run([python, str(REPO / "tools" / "checks.py")],
-                       env=dict(os.environ, JAX_PLATFORMS="cpu", **extra_env),
-                       capture_output=True, text=True, check=False)
-  except (OSError, subprocess.SubprocessError) as e:
-    p = subprocess.CompletedProcess(python, None, "", str(e))
-  if p.returncode not in (0, 1) or not p.stdout.startswith("optax "):
-    said = [l.strip() for l in f"{p.stderr}\n{p.stdout}".splitlines()]
-    print(f"  {label}: the checks could not run: "
-          f"{([l for l in said if l] or ['no output'])[-1]}")
-    return None
-  print("\n".join(f"  {label}: {line}" for line in p.stdout.splitlines()))
-  return re.findall(r"^\s*PASS\s+(\S+)", p.stdout, re.M)
+def put_back(root, contents, paths, goal, code, reason, rerun):
+  """Writes PATHS as GOAL, then raises Failure CODE, or 8 if that fails."""
+  failure = write(root, contents, paths, goal)[1]
+  if failure is None:
+    raise Failure(code, reason + (": the released files were put back"
+                                  if code == 1 else ": nothing changed"))
+  patched = [p for p in contents if (root / p).read_bytes() == contents[p][
+      "patched"]]
+  raise Failure(8, f"{reason}; putting files back failed too: "
+                f"{failure.args[1]}; patched: {', '.join(patched)}; once that "
+                f"is fixed, run: {rerun}")
+
+
+def verdicts(python, root, target, label):
+  """The names of the checks that pass, or why there are none."""
+  got, said = checks.run(python, *([f"--path={root}"] if target else []),
+                         env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  said = [l.strip() for l in said.splitlines() if l.strip()] or ["no output"]
+  imported = got and got["optax"] and os.path.dirname(got["optax"][1])
+  why = got and got["error"] or (not imported and "the checks could not "
+                                 f"run: {said[-1]}")
+  if not why and os.path.realpath(imported) != os.path.realpath(root / "optax"):
+    why = f"the checks imported optax from {imported}, not {root / 'optax'}"
+    if label != "after":
+      raise Failure(2, f"{why}: nothing changed")
+  for line in [why] if why else [c[2] for c in got["checks"]]:
+    print(f"  {label}: {line}")
+  return why or {name for name, passed, _ in got["checks"] if passed}
+
+
+def unknown(version, python, root, target):
+  """exit 0 if an optax newer than the series has the fix, else 3."""
+  supported = [t.release for t in series.targets()]
+  if release(version) <= max(map(release, supported)):
+    raise Failure(3, f"optax {version} is not a supported release (supported:"
+                  f" {', '.join(supported)}); {GIT_AM}")
+  passed = verdicts(python, root, target, "checks")
+  failing = [n for n in checks.MAIN if n not in passed]
+  if isinstance(passed, str) or failing:
+    raise Failure(3, f"optax {version} is newer than the series and " + (
+        passed if isinstance(passed, str) else f"{', '.join(failing)} fail")
+                  + f"; {GIT_AM}")
+  print(f"optax {version} already has the fix: nothing to patch")
+  return 0
 
 
 def run(args):
+  readable([series.PATCHES / "targets.tsv"])
   if args.mode == "list":
     for t in series.targets():
       print(f"optax {t.release}: patches/{t.folder}"
             + (f" (with jax {t.jax_pin})" if t.jax_pin else ""))
     return 0
-  version, root, python, checks_env = environment(args)
-  try:
-    folder = series.target(version).folder
-  except series.SeriesError as e:
-    raise Failure(3, f"{e}; to patch an optax checkout: git am "
-                  "patches/main/*.patch (see CONTRIBUTING.md)") from None
-  print(f"optax {version} at {root / 'optax'}, series patches/{folder}")
+  python = interpreter(args)
+  version, root = environment(python, args.target)
+  folder = {t.release: t.folder for t in series.targets()}.get(version)
+  print(f"{python}: optax {version} in {root / 'optax'}"
+        + (f", series patches/{folder}" if folder else ""))
+  if not folder:
+    return unknown(version, python, root, args.target)
+  readable(series.patch_files(folder)
+           + [series.PATCHES / "manifest" / f"{version}.sha256"])
   pins = series.manifest(version)
-  kinds, data = classify(root, pins, (
-      f"{python} -m pip install --force-reinstall --no-deps optax=={version}"
-      if not args.target else f"restore optax {version}'s file in {root}"))
+  fix = (f"{python} -m pip install --force-reinstall --no-deps optax=={version}"
+         if not args.target else f"restore optax {version}'s file in {root}")
+  rerun = (f"tools/apply.sh {'--target' if args.target else '--python'} "
+           f"{args.target or python} --revert (or {fix})")
+  kinds, data = classify(root, pins, fix)
   goal = "released" if args.mode == "revert" else "patched"
-  todo = [p for p, k in kinds.items() if k != goal]
+  # Modules other touched ones import first when patching (they only gain
+  # definitions), last when reverting: every prefix of the writes runs.
+  order = sorted(pins, key=lambda p: -sum(
+      f"from optax._src import {pathlib.Path(p).stem}\n".encode() in data[q]
+      for q in pins))
+  todo = [p for p in (order if goal == "patched" else order[::-1])
+          if kinds[p] != goal]
   if args.mode == "check":
     code = 0 if not todo else 10 if len(todo) == len(kinds) else 11
     print({0: "applied", 10: "not applied"}.get(code, "partly applied (an "
           "interrupted run): apply or --revert completes it"))
     return code
   contents = versions(folder, pins, kinds, data)
-  leftovers = [t for p in pins for t in (root / p).parent.glob(
-      TMP.format(pathlib.Path(p).name, "*"))]
-  if not todo and not leftovers:
+  left = [t for p in pins for t in (root / p).parent.glob(TMP.format(
+      pathlib.Path(p).name, "*")) if t.is_file() and not t.is_symlink()
+          and dead(t.name.split(".")[-2])]  # only regular files are ours
+  if not todo and not left:
     print(f"already {'applied' if goal == 'patched' else 'as released'}: "
           "nothing changed")
     return 0
@@ -211,33 +280,46 @@ def run(args):
                   or not os.access(p, os.W_OK)), None)
   if args.mode == "dry-run" or blocker:
     print(f"would write the {goal} {', '.join(todo) or 'nothing'} and remove "
-          f"{len(leftovers)} leftover temporaries; writable: "
+          f"{len(left)} leftover temporaries; writable: "
           f"{'no' if blocker else 'yes'}")
     if blocker:
       raise Failure(5, f"refused: {blocker} is not writable (a read-only "
                     "install?): nothing changed")
     return 0
-  for tmp in leftovers:
-    os.unlink(tmp)
+  for tmp in left:
+    with contextlib.suppress(FileNotFoundError):  # another run was quicker
+      os.unlink(tmp)
     print(f"removed a leftover temporary: {tmp}")
   checked = bool(todo) and goal == "patched"
-  before = checks(python, checks_env, "before") if checked else None
-  write(root, contents, todo, goal)
-  print(f"wrote the {goal} {', '.join(todo)}" if todo else "nothing else "
-        "to do")
+  hook("checks-before")
+  before = verdicts(python, root, args.target, "before") if checked else None
+  if environment(python, args.target) != (version, root):
+    raise Failure(4, f"optax in {root} changed while this ran: nothing changed")
+  done, failure = write(root, contents, todo, goal)
+  if failure:
+    put_back(root, contents, done[::-1], OTHER[goal], *failure.args, rerun)
+  for pyc in [c for p in todo for c in (root / p).parent.glob(
+      f"__pycache__/{pathlib.Path(p).stem}.*.pyc")]:  # touched modules only
+    with contextlib.suppress(OSError):  # if stale, Python rechecks it
+      pyc.unlink()
+  print(f"wrote the {goal} {', '.join(done) or 'nothing'}")
   if not checked:
     return 0
   hook("checks-after")
-  after = checks(python, checks_env, "after")
-  if before is None:
+  after = verdicts(python, root, args.target, "after")
+  changed = [p for p in pins if (root / p).read_bytes() != contents[p][goal]]
+  if changed:
+    raise Failure(4, f"{', '.join(changed)} changed while the checks ran "
+                  "(another run?): see --check")
+  lost = [n for n in before if n not in after] if isinstance(
+      before, set) and isinstance(after, set) else []
+  if lost or isinstance(after, str) and after != before:  # not as before
+    reason = f"{', '.join(lost)} passed before and failed after" if lost else (
+        f"after: {after}")
+    put_back(root, contents, order[::-1], "released", 1, reason, rerun)
+  if isinstance(before, str):
     print("the checks could not run before: applied anyway (every file has "
           "its pinned sha256)")
-  elif after is None or any(n not in after for n in before):
-    write(root, contents, pins, "released")
-    raise Failure(1, ("optax imported before and not after" if after is None
-                      else ", ".join(n for n in before if n not in after)
-                      + " passed before and failed after")
-                  + ": the released files were put back")
   print(f"applied patches/{folder} to optax {version} (undo: --revert)")
   return 0
 
@@ -251,7 +333,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def main(argv):
-  parser = Parser(prog="tools/apply.py")
+  parser = Parser(prog="tools/apply.sh")
   parser.add_argument("--python")
   parser.add_argument("--target")
   mode = parser.add_mutually_exclusive_group()
@@ -260,7 +342,10 @@ def main(argv):
                       default="apply")
   sys.stdout.reconfigure(line_buffering=True)
   try:
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    if "" in (args.python, args.target):
+      raise Failure(2, "--python and --target take a non-empty path")
+    return run(args)
   except Failure as e:
     code, msg = e.args
   except series.SeriesError as e:

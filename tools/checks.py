@@ -1,15 +1,22 @@
 """Checks the importable optax for the type-stability bugs, one line each.
 
 Prints `optax <version> from <path>`, then `PASS|FAIL  <check>  <detail>`
-per check. Exits 0 if all pass, 1 if some fail, 2 on bad usage (it takes no
-arguments), 3 after the one line `optax does not import: <ExcType>: <message>`
-when optax (or the jax under it) does not import. PYTHONPATH=<overlay> checks
-an overlay. tools/apply.py runs it with the interpreter of the environment it
-patches: it imports only the standard library, jax, optax and lbfgs_steps.py.
+per check. Exits 0 if all pass, 1 if some fail, 2 on bad usage, 3 after the
+line `optax does not import: <ExcType>: <message>`. --json FILE: the verdicts
+also go to FILE (read() reads it: no start-up output corrupts it); --path DIR:
+DIR first on sys.path; --where: only optax's version and file, from its
+metadata. Tools call run(). It imports only the standard library, jax, optax
+and lbfgs_steps.py (beside it).
 """
 
 import argparse
+import contextlib
+import importlib.metadata
+import json
+import os
+import subprocess
 import sys
+import tempfile
 import traceback
 
 
@@ -44,10 +51,23 @@ CHECKS = {
     "strict-float64": (
         dict(x64=True, dtype="float64", strict=True, steps=3), None),
 }
+# The bugs patches/main fixes: an optax release without them has the fix.
+MAIN = [name for name in CHECKS if not name.startswith("strict-")]
 
 
 def _message(e, width=None):  # <ExcType>: <first line, cut to width>
   return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:width]}"
+
+
+def _verdict(lbfgs_steps, name, fields, verdict):  # (name, passed, line)
+  try:
+    result = lbfgs_steps.run(lbfgs_steps.Config(**fields))
+    passed, detail = verdict(result) if verdict else (True, "runs")
+  except Exception as e:  # pylint: disable=broad-except
+    passed, detail = False, _failure(e)
+  line = f"{'PASS' if passed else 'FAIL'}  {name:27s} {detail}"
+  print(line)
+  return name, passed, line
 
 
 def _failure(e):
@@ -58,26 +78,59 @@ def _failure(e):
   return f"{_message(e, 90)} ({where})"
 
 
+def save(path, optax, error, verdicts):
+  if path:  # for read(): [version, file] of optax or None, why not, verdicts
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump({"optax": optax, "error": error, "checks": verdicts}, f)
+
+
+def read(path):
+  """{'optax': ..., 'error': ..., 'checks': ...} as save() wrote, or None."""
+  with contextlib.suppress(OSError, ValueError):
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  return None
+
+
+def run(python, *args, env=None, timeout=None):
+  """(read() of this file run by PYTHON with ARGS, what it printed); -E and
+  an empty cwd: no PYTHONPATH, no ./optax shadows optax. Raises OSError if
+  PYTHON does not run, TimeoutExpired after TIMEOUT seconds."""
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, "verdicts.json")
+    said = subprocess.run(
+        [python, "-E", __file__, "--json", out, *args], cwd=tmp, env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+        stderr=subprocess.STDOUT, errors="replace", timeout=timeout,
+        check=False).stdout
+    return read(out), said
+
+
 def main(argv):
-  argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+  found, error, verdicts = None, None, []
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--json", help="also write the verdicts to this file")
+  parser.add_argument("--path", action="append", default=[])
+  parser.add_argument("--where", action="store_true",
+                      help="only where optax is installed: no import")
+  args = parser.parse_args(argv)
+  sys.path[:0] = args.path
+  if args.where:
+    d = next(iter(importlib.metadata.distributions(name="optax")), None)
+    found = d and [d.version, os.fspath(d.locate_file("optax/__init__.py"))]
+    save(args.json, found, None, [])
+    return 0
   try:
     import optax  # pylint: disable=g-import-not-at-top
+    import lbfgs_steps  # pylint: disable=g-import-not-at-top
+    found = [optax.__version__, optax.__file__]
+    print(f"optax {found[0]} from {found[1]}")
+    verdicts = [_verdict(lbfgs_steps, name, *c) for name, c in CHECKS.items()]
   except Exception as e:  # pylint: disable=broad-except
-    print(f"optax does not import: {_message(e)}")
-    return 3
-  import lbfgs_steps  # pylint: disable=g-import-not-at-top
-  print(f"optax {optax.__version__} from {optax.__file__}")
-  ok = True
-  for name, (fields, verdict) in CHECKS.items():
-    try:
-      result = lbfgs_steps.run(lbfgs_steps.Config(**fields))
-      passed, detail = verdict(result) if verdict else (True, "runs")
-    except Exception as e:  # pylint: disable=broad-except
-      passed, detail = False, _failure(e)
-    ok &= passed
-    print(f"{'PASS' if passed else 'FAIL'}  {name:27s} {detail}")
-  return 0 if ok else 1
-
+    error = f"optax does not import: {_message(e)}"
+    print(error)
+  save(args.json, found, error, verdicts)
+  return 3 if error else 0 if all(v[1] for v in verdicts) else 1
 
 if __name__ == "__main__":
   sys.exit(main(sys.argv[1:]))

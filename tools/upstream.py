@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 
+import checks
 import series
 
 REPO = series.REPO
@@ -172,13 +173,12 @@ def lint(tree, base_tree, paths):
 
 def evidence(tree, base_tree):
   for label, root in (("before", base_tree), ("after", tree)):
-    res = subprocess.run([sys.executable, str(REPO / "tools" / "checks.py")],
-                         capture_output=True, text=True, check=False,
-                         env={**os.environ, "PYTHONPATH": str(root)})
-    lines = (res.stdout + res.stderr).strip().splitlines() or ["no output"]
+    got, said = checks.run(sys.executable, f"--path={root}")
+    lines = ([got["error"]] if got and got["error"] else
+             [c[2] for c in got["checks"]] if got else
+             (said.strip().splitlines() or ["no output"])[-1:])
     say(f"  {label}:")
-    say("\n".join(f"    {l}" for l in (lines[1:] if res.returncode < 2
-                                         else lines[-1:])))
+    say("\n".join(f"    {l}" for l in lines))
 
 
 def cmd_test(args):
