@@ -27,6 +27,7 @@ def test_no_tracked_file_names_a_machine_path():
         or path == pathlib.Path(__file__).resolve()):  # names the patterns
       continue
     text = path.read_text(errors="replace")
-    hits += [f"{name}:{i}: {m.group(0)}" for i, line in
-             enumerate(text.splitlines(), 1) for m in MACHINE_PATH.finditer(line)]
+    hits += [f"{name}:{i}: {m.group(0)}"
+             for i, line in enumerate(text.splitlines(), 1)
+             for m in MACHINE_PATH.finditer(line)]
   assert not hits, "machine paths:\n" + "\n".join(hits)
