@@ -45,9 +45,9 @@ tail -n 1 "$work/pristine.log"
 [ "$rc" -eq 1 ] || { cat "$work/pristine.log"; echo "expected failures (exit 1), got exit $rc" >&2; exit 1; }
 # Outcomes per test method (case <method><index>, so no method name ends in a
 # digit; SUBFAILED: a subTest). Each method defined in optax_tests/ must fail.
-sed -nE 's/^(PASSED|FAILED|SUBFAILED)(\[[^]]*\])? [^ ]*::(test_\w*[a-z_])[0-9]*( .*)?$/\3 \1/p' \
+sed -nE 's/^(PASSED|FAILED|SUBFAILED)(\[[^]]*\])? [^ ]*::(test_[a-z0-9_]*[a-z_])[0-9]*( .*)?$/\3 \1/p' \
   "$work/pristine.log" | sort | uniq -c | tee "$work/methods"
-grep -ho '^  def test_\w*' optax_tests/*_test.py | cut -c7- >"$work/defined"
+grep -ho '^  def test_[a-z0-9_]*' optax_tests/*_test.py | cut -c7- >"$work/defined"
 never=$(awk 'FILENAME == ARGV[1] { f[$2] += ($3 ~ /FAILED/); next } !f[$1]' "$work/methods" "$work/defined")
 [ -z "$never" ] || { echo "these tests do not fail (or do not run) on pristine optax: $never" >&2; exit 1; }
 
