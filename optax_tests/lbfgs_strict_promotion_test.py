@@ -21,7 +21,6 @@ under ``jax_enable_x64``, and int32 counters with int64 indices. It must run
 under strict promotion and give there the iterates of standard promotion.
 """
 
-import contextlib
 import re
 import unittest
 
@@ -32,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import _helpers
+
 # optax releases before 0.2.7 get no strict promotion fix (only the
 # type-stability one), so there is nothing to test on them.
 if tuple(int(n) for n in re.findall(r'\d+', optax.__version__)[:3]) < (0, 2, 7):
@@ -39,41 +40,6 @@ if tuple(int(n) for n in re.findall(r'\d+', optax.__version__)[:3]) < (0, 2, 7):
       f'optax {optax.__version__}: L-BFGS supports strict dtype promotion'
       ' from optax 0.2.7 on (with the strict promotion patch)'
   )
-
-
-@contextlib.contextmanager
-def _x64_precision(enable_x64: bool):
-  previous = jax.config.read('jax_enable_x64')
-  jax.config.update('jax_enable_x64', enable_x64)
-  try:
-    yield
-  finally:
-    jax.config.update('jax_enable_x64', previous)
-
-
-def _get_optimizer(name):
-  """Optimizers under test, built inside the x64 context of the test."""
-  backtracking = lambda **kw: optax.scale_by_backtracking_linesearch(
-      max_backtracking_steps=15, **kw
-  )
-  return {
-      'zoom': optax.lbfgs,
-      'zoom_verbose': lambda: optax.lbfgs(
-          linesearch=optax.scale_by_zoom_linesearch(
-              max_linesearch_steps=15, verbose=True
-          )
-      ),
-      'backtracking': lambda: optax.lbfgs(linesearch=backtracking()),
-      'backtracking_store_grad': lambda: optax.lbfgs(
-          linesearch=backtracking(store_grad=True)
-      ),
-      'no_linesearch': lambda: optax.lbfgs(linesearch=None),
-  }[name]()
-
-
-# Optimizers whose state stores the value and the gradient, as needed by
-# optax.value_and_grad_from_state.
-_STORE_VALUE_AND_GRAD = ('zoom', 'backtracking_store_grad')
 
 
 def _rosenbrock(params):
@@ -94,25 +60,10 @@ def _init_params(dtype, structure):
   }
 
 
-def _run(opt_name, dtype, structure, grad_fn, num_steps=5):
+def _run(dtype, linesearch, from_state, structure, num_steps=5):
   """Iterates and final state of a few jitted steps of L-BFGS."""
-  opt = _get_optimizer(opt_name)
-  if grad_fn == 'value_and_grad_from_state':
-    value_and_grad = optax.value_and_grad_from_state(_rosenbrock)
-  else:
-    value_and_grad = jax.value_and_grad(_rosenbrock)
-
-  @jax.jit
-  def step(params, state):
-    if grad_fn == 'value_and_grad_from_state':
-      value, grad = value_and_grad(params, state=state)
-    else:
-      value, grad = value_and_grad(params)
-    updates, state = opt.update(
-        grad, state, params, value=value, grad=grad, value_fn=_rosenbrock
-    )
-    return optax.apply_updates(params, updates), state
-
+  opt = _helpers.lbfgs(linesearch)
+  step = jax.jit(_helpers.lbfgs_step(opt, _rosenbrock, from_state))
   params = _init_params(dtype, structure)
   state = opt.init(params)
   iterates = []
@@ -122,50 +73,16 @@ def _run(opt_name, dtype, structure, grad_fn, num_steps=5):
   return iterates, state
 
 
-def _cases():
-  """Named test cases: x64, dtype, parameter structure, gradient source."""
-  cases = []
-  for x64, dtype in (
-      (False, 'float32'),
-      (True, 'float32'),
-      (True, 'float64'),
-  ):
-    for structure in ('array', 'tree'):
-      for opt in (
-          'zoom',
-          'backtracking',
-          'backtracking_store_grad',
-          'no_linesearch',
-      ):
-        grad_fns = ['value_and_grad']
-        if opt in _STORE_VALUE_AND_GRAD:
-          grad_fns.append('value_and_grad_from_state')
-        for grad_fn in grad_fns:
-          name = '_' + '_'.join(
-              ['x64' if x64 else 'x32', opt, dtype, structure]
-              + ([grad_fn] if grad_fn != 'value_and_grad' else [])
-          )
-          cases.append(
-              dict(
-                  testcase_name=name,
-                  opt=opt,
-                  x64=x64,
-                  dtype=dtype,
-                  structure=structure,
-                  grad_fn=grad_fn,
-              )
-          )
-  return cases
-
-
 class LbfgsStrictPromotionTest(parameterized.TestCase):
 
-  def _assert_same_as_standard(self, opt, x64, dtype, structure, grad_fn):
-    with _x64_precision(x64):
+  def _assert_same_as_standard(self, x64, *args):
+    """Iterates of _run(*args) under strict promotion, as under standard."""
+    dtype = args[0]
+    with _helpers.x64_precision(x64):
       with jax.numpy_dtype_promotion('standard'):
-        expected, expected_state = _run(opt, dtype, structure, grad_fn)
+        expected, expected_state = _run(*args)
       with jax.numpy_dtype_promotion('strict'):
-        iterates, state = _run(opt, dtype, structure, grad_fn)
+        iterates, state = _run(*args)
     # Explicit casts must give bit for bit the iterates of standard promotion,
     # in the same dtypes.
     for step, (got, want) in enumerate(zip(iterates, expected)):
@@ -184,8 +101,14 @@ class LbfgsStrictPromotionTest(parameterized.TestCase):
         jax.tree.map(lambda x: x.dtype, expected_state),
     )
 
-  @parameterized.named_parameters(_cases())
-  def test_strict_promotion(self, opt, x64, dtype, structure, grad_fn):
+  @parameterized.product(
+      _helpers.X64_DTYPES,
+      (*_helpers.LBFGS_STEPS, {'linesearch': 'none', 'from_state': False}),
+      structure=('array', 'tree'),
+  )
+  def test_strict_promotion(
+      self, x64, dtype, linesearch, from_state, structure
+  ):
     """L-BFGS runs under strict dtype promotion, with standard iterates.
 
     Strict dtype promotion: with x64, float32 parameters met the float64
@@ -193,30 +116,27 @@ class LbfgsStrictPromotionTest(parameterized.TestCase):
     linesearch; float64 parameters met int64 indices with the int32 count.
 
     Args:
-      opt: name of the optimizer.
       x64: whether jax_enable_x64 is on.
       dtype: dtype of the parameters.
+      linesearch: name of the linesearch.
+      from_state: whether the gradient comes from
+        ``optax.value_and_grad_from_state``.
       structure: ``array`` or ``tree`` (nested pytree of one dtype).
-      grad_fn: ``value_and_grad`` or ``value_and_grad_from_state``.
     """
-    self._assert_same_as_standard(opt, x64, dtype, structure, grad_fn)
+    self._assert_same_as_standard(
+        x64, dtype, linesearch, from_state, structure
+    )
 
-  @parameterized.named_parameters(
-      dict(
-          testcase_name=f'_{"x64" if x64 else "x32"}_{opt}_{dtype}',
-          x64=x64,
-          dtype=dtype,
-          opt=opt,
-      )
-      for x64, dtype in (
-          (False, 'float16'),
-          (False, 'bfloat16'),
-          (False, 'complex64'),
-          (True, 'complex128'),
-      )
-      for opt in ('zoom', 'backtracking_store_grad')
+  @parameterized.product(
+      (
+          {'x64': False, 'dtype': 'float16'},
+          {'x64': False, 'dtype': 'bfloat16'},
+          {'x64': False, 'dtype': 'complex64'},
+          {'x64': True, 'dtype': 'complex128'},
+      ),
+      linesearch=('zoom', 'backtracking_store_grad'),
   )
-  def test_strict_promotion_other_dtypes(self, x64, dtype, opt):
+  def test_strict_promotion_other_dtypes(self, x64, dtype, linesearch):
     """Strict dtype promotion with low precision or complex parameters.
 
     Strict dtype promotion: float16 and bfloat16 parameters met float32
@@ -225,17 +145,15 @@ class LbfgsStrictPromotionTest(parameterized.TestCase):
     Args:
       x64: whether jax_enable_x64 is on.
       dtype: dtype of the parameters.
-      opt: name of the optimizer.
+      linesearch: name of the linesearch.
     """
-    self._assert_same_as_standard(
-        opt, x64, dtype, 'array', 'value_and_grad_from_state'
-    )
+    self._assert_same_as_standard(x64, dtype, linesearch, True, 'array')
 
-  @parameterized.named_parameters(
-      dict(testcase_name='_x64_float64', x64=True, dtype='float64'),
-      dict(testcase_name='_x64_complex128', x64=True, dtype='complex128'),
-      dict(testcase_name='_x32_float16', x64=False, dtype='float16'),
-  )
+  @parameterized.product((
+      {'x64': True, 'dtype': 'float64'},
+      {'x64': True, 'dtype': 'complex128'},
+      {'x64': False, 'dtype': 'float16'},
+  ))
   def test_strict_promotion_zoom_verbose(self, x64, dtype):
     """The failure diagnostics of the zoom linesearch, under strict promotion.
 
@@ -246,18 +164,12 @@ class LbfgsStrictPromotionTest(parameterized.TestCase):
       x64: whether jax_enable_x64 is on.
       dtype: dtype of the parameters.
     """
-    self._assert_same_as_standard(
-        'zoom_verbose', x64, dtype, 'array', 'value_and_grad'
-    )
+    self._assert_same_as_standard(x64, dtype, 'zoom_verbose', False, 'array')
 
-  @parameterized.named_parameters(
-      dict(testcase_name='_x64_float64', dtype='float64', store_grad=False),
-      dict(
-          testcase_name='_x64_float32_store_grad',
-          dtype='float32',
-          store_grad=True,
-      ),
-  )
+  @parameterized.product((
+      {'dtype': 'float64', 'store_grad': False},
+      {'dtype': 'float32', 'store_grad': True},
+  ))
   def test_strict_promotion_backtracking_none_params(self, dtype, store_grad):
     """None parameters stay None, as with optax.tree.add_scale.
 
@@ -297,7 +209,7 @@ class LbfgsStrictPromotionTest(parameterized.TestCase):
         iterates.append(params)
       return iterates
 
-    with _x64_precision(True):
+    with _helpers.x64_precision(True):
       with jax.numpy_dtype_promotion('standard'):
         expected = run()
       with jax.numpy_dtype_promotion('strict'):

@@ -21,134 +21,62 @@ is compiled once. See https://github.com/google-deepmind/optax/issues/1210 and
 https://github.com/google-deepmind/optax/issues/1207.
 """
 
-import contextlib
-
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
 import jax.numpy as jnp
-import optax
+
+import _helpers
 
 
-@contextlib.contextmanager
-def _x64_precision(enable_x64: bool):
-  previous = jax.config.read('jax_enable_x64')
-  jax.config.update('jax_enable_x64', enable_x64)
-  try:
-    yield
-  finally:
-    jax.config.update('jax_enable_x64', previous)
+def _problem(x64, dtype, structure='array', value_dtype=None):
+  """Parameters (dtype, structure) and objective (dtype), x64 off or on.
 
+  Args:
+    x64: whether jax_enable_x64 is on.
+    dtype: dtype of the parameters.
+    structure: ``array``, ``tree`` (nested pytree of one dtype) or ``mixed``
+      (float32 and float64 leaves; the first, float32, sets the dtype of the
+      linesearch scalars).
+    value_dtype: dtype of the objective; None: the widest real dtype of the
+      parameters.
 
-def _get_optimizer(name):
-  """Optimizers under test, built inside the x64 context of the test."""
-  backtracking = lambda **kw: optax.scale_by_backtracking_linesearch(
-      max_backtracking_steps=15, **kw
-  )
+  Returns:
+    The keyword arguments of a test case.
+  """
   return {
-      'lbfgs': optax.lbfgs,
-      'lbfgs_backtracking': lambda: optax.lbfgs(linesearch=backtracking()),
-      'lbfgs_backtracking_store_grad': lambda: optax.lbfgs(
-          linesearch=backtracking(store_grad=True)
-      ),
-  }[name]()
+      'x64': x64,
+      'dtype': dtype,
+      'structure': structure,
+      'value_dtype': value_dtype,
+  }
 
 
-# L-BFGS with each linesearch (the zoom linesearch is the default): its state
-# holds the linesearch state.
-_OPTIMIZERS = (
-    'lbfgs',
-    'lbfgs_backtracking',
-    'lbfgs_backtracking_store_grad',
+# Every float and complex dtype, without and with x64; pytrees, and
+# objectives of another dtype than the parameters, for float32 and float64.
+_DTYPES = ('float16', 'bfloat16', 'float32', 'complex64')
+_PROBLEMS = (
+    *(_problem(False, dtype) for dtype in _DTYPES),
+    *(_problem(True, dtype) for dtype in _DTYPES + ('float64', 'complex128')),
+    *(_problem(**p, structure='tree') for p in _helpers.X64_DTYPES),
+    _problem(True, 'float32', structure='mixed'),
+    _problem(False, 'float32', value_dtype='float16'),
+    _problem(True, 'float32', value_dtype='float64'),
 )
-# Optimizers whose state stores the value and the gradient, as needed by
-# optax.value_and_grad_from_state.
-_STORE_VALUE_AND_GRAD = (
-    'lbfgs',
-    'lbfgs_backtracking_store_grad',
-)
-
-
-def _cases():
-  """Named test cases: x64, dtypes, parameter structures, gradient sources."""
-  cases = []
-
-  def add(
-      opt,
-      x64,
-      dtype,
-      structure='array',
-      value_dtype=None,
-      grad_fn='value_and_grad',
-  ):
-    name = '_'.join(
-        ['x64' if x64 else 'x32', opt, dtype, structure]
-        + ([f'value_{value_dtype}'] if value_dtype else [])
-        + ([grad_fn] if grad_fn != 'value_and_grad' else [])
-    )
-    cases.append(
-        dict(
-            testcase_name=name,
-            opt=opt,
-            x64=x64,
-            dtype=dtype,
-            structure=structure,
-            value_dtype=value_dtype,
-            grad_fn=grad_fn,
-        )
-    )
-
-  for x64 in (False, True):
-    dtypes = ['float16', 'bfloat16', 'float32', 'complex64']
-    if x64:
-      dtypes += ['float64', 'complex128']
-    for dtype in dtypes:
-      for opt in _OPTIMIZERS:
-        add(opt, x64, dtype)
-  for x64, dtype in ((False, 'float32'), (True, 'float32'), (True, 'float64')):
-    # An objective of another dtype than the parameters: float64 objective of
-    # float32 parameters under x64, float16 objective of float32 parameters
-    # otherwise.
-    other = None
-    if dtype == 'float32':
-      other = 'float64' if x64 else 'float16'
-    for opt in _OPTIMIZERS:
-      add(opt, x64, dtype, structure='tree')
-      if x64 and dtype == 'float32':
-        add(opt, x64, dtype, structure='mixed')
-      if other:
-        add(opt, x64, dtype, value_dtype=other)
-    for opt in _STORE_VALUE_AND_GRAD:
-      add(opt, x64, dtype, grad_fn='value_and_grad_from_state')
-      if other:
-        add(
-            opt,
-            x64,
-            dtype,
-            value_dtype=other,
-            grad_fn='value_and_grad_from_state',
-        )
-  return cases
-
-
-_CASES = _cases()
 
 
 class _Problem:
-  """A step of an optimizer on a small smooth objective, with its state."""
+  """A step of L-BFGS on a small smooth objective, with its first state."""
 
-  def __init__(self, opt, dtype, structure, value_dtype, grad_fn):
+  def __init__(self, linesearch, from_state, dtype, structure, value_dtype):
     dtype = jnp.dtype(dtype)
     x = jnp.asarray([1.5, -0.5, 2.0], dtype=dtype)
     if structure == 'array':
       self.params = x
     elif structure == 'tree':
       self.params = {'w': x, 'b': (x[:2], x[1:])}
-    elif structure == 'mixed':
-      # The first leaf, which sets the dtype of linesearch scalars, is float32.
+    else:  # mixed
       self.params = {'a': x, 'b': x[:2].astype(jnp.float64)}
-    else:
-      raise ValueError(structure)
     if value_dtype is None:
       leaf_dtypes = [
           jnp.real(leaf).dtype for leaf in jax.tree.leaves(self.params)
@@ -162,28 +90,12 @@ class _Problem:
         value = value + jnp.sum(sq + 0.25 * sq * sq).astype(value_dtype)
       return value
 
-    self.opt = _get_optimizer(opt)
-    if grad_fn == 'value_and_grad':
-      self._value_and_grad = lambda params, state: jax.value_and_grad(value_fn)(
-          params
-      )
-    else:
-      value_and_grad = optax.value_and_grad_from_state(value_fn)
-      self._value_and_grad = lambda params, state: value_and_grad(
-          params, state=state
-      )
-    self.value_fn = value_fn
-    self.state = self.opt.init(self.params)
+    opt = _helpers.lbfgs(linesearch)
+    self.state = opt.init(self.params)
+    self._step = _helpers.lbfgs_step(opt, value_fn, from_state)
 
   def step(self, carry):
-    params, state = carry
-    value, grad = self._value_and_grad(params, state)
-    # Complex gradients are conjugated to give a descent direction.
-    grad = jax.tree.map(jnp.conj, grad)
-    updates, state = self.opt.update(
-        grad, state, params, value=value, grad=grad, value_fn=self.value_fn
-    )
-    return optax.apply_updates(params, updates), state
+    return self._step(*carry)
 
 
 def _types(tree):
@@ -196,11 +108,11 @@ def _types(tree):
 
 class LinesearchTypeStabilityTest(parameterized.TestCase):
 
-  @parameterized.named_parameters(*_CASES)
-  def test_dtypes_stable_in_scan(self, opt, x64, **kwargs):
+  @parameterized.product(_PROBLEMS, _helpers.LBFGS_STEPS)
+  def test_dtypes_stable_in_scan(self, x64, **kwargs):
     """Seed of https://github.com/google-deepmind/optax/issues/1210."""
-    with _x64_precision(x64):
-      problem = _Problem(opt, **kwargs)
+    with _helpers.x64_precision(x64):
+      problem = _Problem(**kwargs)
       (_, state), _ = jax.lax.scan(
           lambda carry, _: (problem.step(carry), None),
           (problem.params, problem.state),
@@ -211,21 +123,21 @@ class LinesearchTypeStabilityTest(parameterized.TestCase):
           jax.tree.map(lambda x: jnp.dtype(x.dtype), problem.state), dtypes
       )
 
-  @parameterized.named_parameters(*_CASES)
-  def test_update_returns_types_of_state(self, opt, x64, **kwargs):
+  @parameterized.product(_PROBLEMS, _helpers.LBFGS_STEPS)
+  def test_update_returns_types_of_state(self, x64, **kwargs):
     """Shapes, dtypes and weak types, see optax issues #1207, #1108."""
-    with _x64_precision(x64):
-      problem = _Problem(opt, **kwargs)
+    with _helpers.x64_precision(x64):
+      problem = _Problem(**kwargs)
       _, new_state = jax.eval_shape(
           problem.step, (problem.params, problem.state)
       )
       self.assertEqual(_types(problem.state), _types(new_state))
 
-  @parameterized.named_parameters(*_CASES)
-  def test_jitted_step_compiles_once(self, opt, x64, **kwargs):
+  @parameterized.product(_PROBLEMS, _helpers.LBFGS_STEPS)
+  def test_jitted_step_compiles_once(self, x64, **kwargs):
     """A jitted step is traced once, see optax issues #1207, #1108."""
-    with _x64_precision(x64):
-      problem = _Problem(opt, **kwargs)
+    with _helpers.x64_precision(x64):
+      problem = _Problem(**kwargs)
       num_traces = 0
 
       @jax.jit
@@ -240,13 +152,13 @@ class LinesearchTypeStabilityTest(parameterized.TestCase):
       jax.block_until_ready(params)
       self.assertEqual(num_traces, 1)
 
-  @parameterized.named_parameters(*_CASES)
-  def test_step_in_while_loop_and_cond(self, opt, x64, **kwargs):
+  @parameterized.product(_PROBLEMS, _helpers.LBFGS_STEPS)
+  def test_step_in_while_loop_and_cond(self, x64, **kwargs):
     """Loop carries and cond branches must have the types of the state."""
     # Type mismatches in carries and branches are raised while tracing, so the
     # loops are only traced.
-    with _x64_precision(x64):
-      problem = _Problem(opt, **kwargs)
+    with _helpers.x64_precision(x64):
+      problem = _Problem(**kwargs)
       init = (problem.params, problem.state)
       types = _types(init)
       with self.subTest('while_loop'):

@@ -1,4 +1,4 @@
-"""The issue-1210 program (tools/demo_1210.py) on optax 0.2.4.
+"""The issue-1210 program (tests/demo_1210.py) on optax 0.2.4.
 
 Unpatched, LBFGS under x64 in `equinox.internal.scan(kind="checkpointed")`
 fails; with patches/0.2.4 applied it runs 100 steps and reaches the optimum.
@@ -9,17 +9,16 @@ import pathlib
 import subprocess
 import sys
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+import series
+
 VERSION = "0.2.4"
 
 
 def _demo(tmp_path, name, patched):
-  dest = tmp_path / name
-  cmd = [sys.executable, str(REPO / "tools" / "series.py"), "overlay", VERSION,
-         str(dest)] + ([] if patched else ["--pristine"])
-  subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+  dest = series.overlay(VERSION, tmp_path / name,
+                        series.target(VERSION).folder if patched else None)
   return subprocess.run(
-      [sys.executable, str(REPO / "tools" / "demo_1210.py")],
+      [sys.executable, str(pathlib.Path(__file__).with_name("demo_1210.py"))],
       capture_output=True, text=True, check=False, cwd=tmp_path,
       env=dict(os.environ, PYTHONPATH=str(dest), JAX_PLATFORMS="cpu"),
   )

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-import series  # pylint: disable=g-import-not-at-top,wrong-import-position
+import series
 
 FOLDERS = sorted({t.folder for t in series.targets()})
 UPSTREAM = ["main", "main-guard"]

@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = sorted(REPO.glob("tools/*.sh")) + [REPO / ".ci" / "run"]
+import series
+
+SCRIPTS = sorted(series.REPO.glob("tools/*.sh")) + [series.REPO / ".ci/run"]
 
 
 def _shellcheck():

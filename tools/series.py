@@ -236,8 +236,11 @@ def main(argv):
   elif cmd == "manifest":
     for release in args or [t.release for t in targets()]:
       print(write_manifest(release))
+  elif argv in (["-h"], ["--help"]):
+    print("usage:" + __doc__.split("usage:")[1].rstrip())
   else:
-    print("usage:" + __doc__.split("usage:")[1].rstrip(), file=sys.stderr)
+    print(f"series.py: bad usage: {' '.join(argv) or 'no command'} "
+          "(series.py --help)", file=sys.stderr)
     return 2
   return 0
 

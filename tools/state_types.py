@@ -118,22 +118,29 @@ def main(argv=None):
                       'among: ' + ' '.join(CONFIGS))
   parser.add_argument('--errors', action='store_true',
                       help='also list the cases that cannot be built or run')
+  parser.error = lambda msg: parser.exit(2, f'state_types.py: {msg}\n')
   args = parser.parse_args(argv)
   only = set(args.only.split(',')) if args.only else None
   configs = args.config.split(',') if args.config else CONFIGS
+  unknown = set(configs) - set(CONFIGS)
+  if unknown:
+    parser.error(f'unknown --config {",".join(sorted(unknown))}')
   warnings.simplefilter('ignore')
   start, rows, errors, checked = time.time(), [], [], 0
-  builders = [b for b in _builders() if not only or b[0] in only
-              or b[0].split('.')[-1] in only]
+  names = lambda b: {b[0], b[0].split('.')[-1]}  # contrib.x or x
+  builders = list(_builders())
+  unknown = (only or set()) - set().union(*map(names, builders))
+  if unknown:
+    parser.error(f'unknown --only {",".join(sorted(unknown))}')
+  builders = [b for b in builders if not only or names(b) & only]
   for x64 in (False, True):
     jax.config.update('jax_enable_x64', x64)
     for config, (name, fn, kw), dtype in itertools.product(
         configs, builders, DTYPES):
-      if (config not in CONFIGS  # cases that do not apply are not counted
-          or config.endswith('schedule') and 'learning_rate' not in kw
+      if (config.endswith('schedule') and 'learning_rate' not in kw
           or dtype == 'float64' and not x64
           or config == 'complex_mix' and dtype == 'complex64'):
-        continue
+        continue  # cases that do not apply are not counted
       label = f'{config} x64={"on" if x64 else "off"} {dtype}'
       try:
         rows += [f'| {name} | {label} | `{leaf}` | {b} -> {a} |'
