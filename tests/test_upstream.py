@@ -113,13 +113,26 @@ def test_series_already_upstream_is_skipped(fake):
   assert "already in the tree" in res.stdout
 
 
-def test_a_test_that_passes_without_the_fix_fails_the_run(fake):
+SUBTEST = """
+
+class ModTest(unittest.TestCase):
+
+  def test_f_is_two(self):
+    with self.subTest("f"):
+      self.assertEqual(mod.f(), 2)
+"""
+
+
+@pytest.mark.parametrize("new_test", [
+    NEW_TEST.replace("== 2", "> 0"), SUBTEST,
+], ids=["cannot fail", "fails only in a subTest (pytest: SUBFAILED, passed)"])
+def test_a_test_that_passes_without_the_fix_fails_the_run(fake, new_test):
   ours, optax, base = fake
   git(optax, "checkout", "-q", "-b", "weak", base)
   write_commit(optax, {
       "optax/_src/mod.py": MOD.replace("return 1", "return 2"),
-      "optax/_src/mod_test.py": TEST + NEW_TEST.replace("== 2", "> 0")},
-               "A test that cannot fail.")
+      "optax/_src/mod_test.py": "import unittest\n" + TEST + new_test},
+               "A weak test.")
   assert upstream(ours, "export", optax, "weak", "--series", "main",
                   "--base", base).returncode == 0
   res = upstream(ours, "test", optax, "--ref", "main", "--no-lint")
