@@ -22,8 +22,9 @@ import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-import series  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import series
+
+REPO = series.REPO
 
 VERSION = "0.2.8"
 LINESEARCH, NUMERICS, TRANSFORM = (f"optax/_src/{m}.py" for m in

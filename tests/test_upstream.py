@@ -6,14 +6,15 @@ copied beside it, as this repository would hold them.
 """
 
 import os
-import pathlib
 import shutil
 import subprocess
 import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+import series
+
+REPO = series.REPO
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.com",
     "GIT_COMMITTER_NAME": "Ada", "GIT_COMMITTER_EMAIL": "ada@example.com",
