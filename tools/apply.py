@@ -287,8 +287,7 @@ def run(args):
                     "install?): nothing changed")
     return 0
   for tmp in left:
-    with contextlib.suppress(FileNotFoundError):  # another run was quicker
-      os.unlink(tmp)
+    tmp.unlink(missing_ok=True)  # another run may have been quicker
     print(f"removed a leftover temporary: {tmp}")
   checked = bool(todo) and goal == "patched"
   hook("checks-before")

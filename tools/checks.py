@@ -3,10 +3,9 @@
 Prints `optax <version> from <path>`, then `PASS|FAIL  <check>  <detail>`
 per check. Exits 0 if all pass, 1 if some fail, 2 on bad usage, 3 after the
 line `optax does not import: <ExcType>: <message>`. --json FILE: the verdicts
-also go to FILE (read() reads it: no start-up output corrupts it); --path DIR:
+also go to FILE (run() reads it: no start-up output corrupts it); --path DIR:
 DIR first on sys.path; --where: only optax's version and file, from its
-metadata. Tools call run(). It imports only the standard library, jax, optax
-and lbfgs_steps.py (beside it).
+metadata. It imports only the standard library, jax, optax and lbfgs_steps.py.
 """
 
 import argparse
@@ -64,38 +63,26 @@ def _verdict(lbfgs_steps, name, fields, verdict):  # (name, passed, line)
     result = lbfgs_steps.run(lbfgs_steps.Config(**fields))
     passed, detail = verdict(result) if verdict else (True, "runs")
   except Exception as e:  # pylint: disable=broad-except
-    passed, detail = False, _failure(e)
+    frames = traceback.extract_tb(e.__traceback__)  # the last in optax
+    last = ([f for f in frames if "/optax/" in f.filename] or frames)[-1]
+    where = f"optax/{last.filename.split('/optax/')[-1]}:{last.lineno}"
+    passed, detail = False, f"{_message(e, 90)} ({where})"
   line = f"{'PASS' if passed else 'FAIL'}  {name:27s} {detail}"
   print(line)
   return name, passed, line
 
 
-def _failure(e):
-  """`<ExcType>: <first line> (<optax file>:<line>)` of an exception."""
-  frames = traceback.extract_tb(e.__traceback__)
-  last = ([f for f in frames if "/optax/" in f.filename] or frames)[-1]
-  where = f"optax/{last.filename.split('/optax/')[-1]}:{last.lineno}"
-  return f"{_message(e, 90)} ({where})"
-
-
 def save(path, optax, error, verdicts):
-  if path:  # for read(): [version, file] of optax or None, why not, verdicts
+  if path:  # for run(): [version, file] of optax or None, why not, verdicts
     with open(path, "w", encoding="utf-8") as f:
       json.dump({"optax": optax, "error": error, "checks": verdicts}, f)
 
 
-def read(path):
-  """{'optax': ..., 'error': ..., 'checks': ...} as save() wrote, or None."""
-  with contextlib.suppress(OSError, ValueError):
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  return None
-
-
 def run(python, *args, env=None, timeout=None):
-  """(read() of this file run by PYTHON with ARGS, what it printed); -E and
-  an empty cwd: no PYTHONPATH, no ./optax shadows optax. Raises OSError if
-  PYTHON does not run, TimeoutExpired after TIMEOUT seconds."""
+  """({'optax':, 'error':, 'checks':} as save() wrote, or None; what it
+  printed) of this file run by PYTHON with ARGS; -E and an empty cwd: no
+  PYTHONPATH, no ./optax shadows optax. Raises OSError if PYTHON does not
+  run, TimeoutExpired after TIMEOUT seconds."""
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, "verdicts.json")
     said = subprocess.run(
@@ -103,7 +90,10 @@ def run(python, *args, env=None, timeout=None):
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
         stderr=subprocess.STDOUT, errors="replace", timeout=timeout,
         check=False).stdout
-    return read(out), said
+    with contextlib.suppress(OSError, ValueError):
+      with open(out, encoding="utf-8") as f:
+        return json.load(f), said
+    return None, said
 
 
 def main(argv):

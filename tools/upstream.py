@@ -6,14 +6,9 @@ usage: upstream.py test OPTAX [--ref REF] [--series FOLDER...] [--no-lint]
 
 OPTAX: an optax checkout or bare mirror; --series: main (default), or main
 main-guard for both pull requests, in that order.
-test    in a throwaway clone at REF (default HEAD), per series: `git am -3`
-        (clean, 3-way, already in the tree, or a conflict as git shows it);
-        the test functions it adds, with its library changes taken out, must
-        each fail; the test files it touches and those of the modules it
-        touches must pass (this interpreter, the clone on PYTHONPATH). Then
-        ruff (optax's pre-commit version) and pyink with optax's
-        pyproject.toml, failing only on findings REF does not have, and
-        tools/checks.py before and after, as evidence.
+test    git am -3 in a throwaway clone at REF (default HEAD); each new test
+        must fail without the library changes, the touched test files pass;
+        then lint and tools/checks.py (docs/contributing_upstream.md).
 export  git format-patch of BASE..BRANCH (BASE: the series' base-commit;
         --after F: BRANCH starts with F's commits, which are left out) into
         patches/FOLDER, placeholder author, fixed date: byte-stable.
@@ -60,22 +55,20 @@ def git(repo, *args, env=None, check=True):
   return res
 
 
-def commit_of(repo, ref):
-  return git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}").stdout.strip()
-
-
-def say(msg=""):
-  print(msg, flush=True)
+def clone(optax, tmp, ref):
+  """A throwaway clone TMP/optax of OPTAX, detached at REF."""
+  ref = git(optax, "rev-parse", "--verify", f"{ref}^{{commit}}").stdout.strip()
+  git(tmp, "clone", "-q", "--shared", "--no-checkout", str(optax), "optax")
+  git(pathlib.Path(tmp, "optax"), "checkout", "-q", "--detach", ref)
+  return pathlib.Path(tmp, "optax")
 
 
 def new_test_functions(folder):
   """Names of the test functions the series adds to optax's test files."""
-  names = []
-  for path, diffs in series.file_diffs(folder).items():
-    if series.is_test(path):
-      for diff in diffs:
-        names += re.findall(r"^\+[ \t]*def (test\w*)\(", diff, re.M)
-  return list(dict.fromkeys(names))
+  text = "\n".join(diff for path, diffs in series.file_diffs(folder).items()
+                   if series.is_test(path) for diff in diffs)
+  return list(dict.fromkeys(re.findall(r"^\+[ \t]*def (test\w*)\(", text,
+                                       re.M)))
 
 
 def pytest(tree, files, select=None):
@@ -88,27 +81,24 @@ def pytest(tree, files, select=None):
 
 
 def apply_series(tree, folder):
-  """git am -3 of FOLDER's patches; raises Failed on a conflict.
-
-  Returns how many patches were applied (not already in the tree).
-  """
+  """git am -3 of FOLDER's patches: how many applied; Failed on a conflict."""
   applied = 0
   for patch in series.patch_files(folder):
     name = f"  {folder}/{patch.name}:"
     if (git(tree, "apply", "--check", str(patch), check=False).returncode and
         not git(tree, "apply", "-R", "--check", str(patch),
                 check=False).returncode):
-      say(f"{name} already in the tree, skipped")
+      print(f"{name} already in the tree, skipped")
       continue
     res = git(tree, "am", "-3", "--keep-cr", str(patch), check=False)
     if res.returncode:
-      say(f"{name} CONFLICT")
-      say(res.stdout + res.stderr)
-      say(git(tree, "diff", check=False).stdout)
+      print(f"{name} CONFLICT")
+      print(res.stdout + res.stderr)
+      print(git(tree, "diff", check=False).stdout)
       git(tree, "am", "--abort", check=False)
       raise Failed(f"{folder}/{patch.name} does not apply")
     merged = "3-way" in res.stdout + res.stderr or "Falling back" in res.stderr
-    say(f"{name} {'applied with a 3-way merge' if merged else 'applied cleanly'}")
+    print(f"{name} applied " + ("with a 3-way merge" if merged else "cleanly"))
     applied += 1
   return applied
 
@@ -117,20 +107,22 @@ def check_before(tree, ref, folder):
   """The series' new tests must fail with its library changes taken out."""
   names = new_test_functions(folder)
   if not names:
-    say("  the series adds no test function")
+    print("  the series adds no test function")
     return
   library = [p for p in series.paths(folder) if not series.is_test(p)]
   git(tree, "checkout", ref, "--", *library)
   try:
-    rc, lines = pytest(tree, series.test_files(folder, tree), " or ".join(names))
+    rc, lines = pytest(tree, series.test_files(folder, tree),
+                       " or ".join(names))
   finally:
     git(tree, "checkout", "HEAD", "--", *library)
   # A failing subTest alone is a SUBFAILED line of a test that passes.
   failing = {n for n in names
              if any(l.startswith("FAILED ") and n in l for l in lines)}
   for name in names:
-    say(f"  {name}: {'fails' if name in failing else 'PASSES'} without the fix")
-  say(f"  {lines[-1]}")
+    print(f"  {name}: {'fails' if name in failing else 'PASSES'} without "
+          "the fix")
+  print(f"  {lines[-1]}")
   if rc != 1 or len(failing) != len(names):
     raise Failed("a test of the series does not fail without its fix")
 
@@ -138,9 +130,9 @@ def check_before(tree, ref, folder):
 def check_after(tree, folder):
   files = series.test_files(folder, tree)
   rc, lines = pytest(tree, files)
-  say(f"  {' '.join(files)}: {lines[-1]}")
+  print(f"  {' '.join(files)}: {lines[-1]}")
   if rc != 0:
-    say("\n".join(l for l in lines if l.startswith(("FAILED", "ERROR"))))
+    print("\n".join(l for l in lines if l.startswith(("FAILED", "ERROR"))))
     raise Failed("tests fail on the patched tree")
 
 
@@ -166,8 +158,8 @@ def lint(tree, base_tree, paths):
       out = res.stdout + res.stderr
       counts.append(out.count("\n@@ ") if tool == "pyink" else
                     len(re.findall(r"^\S+:\d+:\d+: ", out, re.M)))
-    say(f"  {tool}: {counts[1]} finding(s) in the touched files, "
-        f"{counts[0]} before the series")
+    print(f"  {tool}: {counts[1]} finding(s) in the touched files, "
+          f"{counts[0]} before the series")
     new += max(0, counts[1] - counts[0])
   if new:
     raise Failed("lint finds something the series introduced")
@@ -179,38 +171,37 @@ def evidence(tree, base_tree):
     lines = ([got["error"]] if got and got["error"] else
              [c[2] for c in got["checks"]] if got else
              (said.strip().splitlines() or ["no output"])[-1:])
-    say(f"  {label}:")
-    say("\n".join(f"    {l}" for l in lines))
+    print(f"  {label}:")
+    print("\n".join(f"    {l}" for l in lines))
 
 
 def cmd_test(args):
   with tempfile.TemporaryDirectory(prefix="upstream.") as tmp:
-    tree, base_tree = pathlib.Path(tmp, "optax"), pathlib.Path(tmp, "base")
-    ref = commit_of(args.optax, args.ref)
-    git(tmp, "clone", "-q", "--shared", "--no-checkout", str(args.optax), "optax")
-    git(tree, "checkout", "-q", "--detach", ref)
-    git(tree, "worktree", "add", "-q", "--detach", str(base_tree), ref)
-    say(f"optax {git(tree, 'log', '-1', '--format=%h %s (%cs)').stdout.strip()}")
+    tree = clone(args.optax, tmp, args.ref)
+    base_tree = pathlib.Path(tmp, "base")
+    git(tree, "worktree", "add", "-q", "--detach", str(base_tree), "HEAD")
+    print(git(tree, "log", "-1", "--format=optax %h %s (%cs)").stdout.strip())
     git(tree, "config", "user.name", AUTHOR[0])
     git(tree, "config", "user.email", AUTHOR[1])
     touched = []
     for folder in args.series:
-      say(f"\n== {folder}: git am -3")
+      print(f"\n== {folder}: git am -3")
       before = git(tree, "rev-parse", "HEAD").stdout.strip()
       if not apply_series(tree, folder):
-        say(f"  the series is in optax already: drop it from patches/{folder}")
+        print("  the series is in optax already: drop it from "
+              f"patches/{folder}")
         continue
-      say(f"\n== {folder}: the new tests without the fix")
+      print(f"\n== {folder}: the new tests without the fix")
       check_before(tree, before, folder)
-      say(f"\n== {folder}: tests on the patched tree")
+      print(f"\n== {folder}: tests on the patched tree")
       check_after(tree, folder)
       touched += [p for p in series.paths(folder) if p not in touched]
     if args.lint:
-      say("\n== lint (optax's configuration)")
+      print("\n== lint (optax's configuration)")
       lint(tree, base_tree, touched)
-    say("\n== evidence: tools/checks.py")
+    print("\n== evidence: tools/checks.py")
     evidence(tree, base_tree)
-    say("\nall checks passed")
+    print("\nall checks passed")
 
 
 def cmd_export(args):
@@ -219,16 +210,14 @@ def cmd_export(args):
     raise series.SeriesError("no --base and no base-commit in the series")
   out = series.PATCHES / args.series[0]
   with tempfile.TemporaryDirectory(prefix="export.") as tmp:
-    branch = commit_of(args.optax, args.branch)
-    git(tmp, "clone", "-q", "--shared", "--no-checkout", str(args.optax), "o")
-    tree = pathlib.Path(tmp, "o")
-    git(tree, "checkout", "-q", "--detach", branch)
+    tree = clone(args.optax, tmp, args.branch)
     git(tree, "rebase", "-q", base, "--exec",
         "git commit -q --amend --no-edit --reset-author", env=PLACEHOLDER)
     # --after: the first commits are that series' (git lists them as
     # prerequisite-patch-id under base-commit).
-    start = git(tree, "rev-list", "--reverse", f"{base}..HEAD").stdout.split()
-    start = start[len(series.patch_files(args.after)) - 1] if args.after else base
+    commits = git(tree, "rev-list", "--reverse", f"{base}..HEAD").stdout.split()
+    after = len(series.patch_files(args.after)) if args.after else 0
+    start = ([base] + commits)[after]
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.patch"):
       old.unlink()
@@ -236,7 +225,7 @@ def cmd_export(args):
               "--no-signature", f"--base={base}", "-o", str(out),
               f"{start}..HEAD", env=PLACEHOLDER)
   for line in res.stdout.split():
-    say(pathlib.Path(line).relative_to(REPO))
+    print(pathlib.Path(line).relative_to(REPO))
 
 
 def cmd_branch(args):
@@ -249,8 +238,8 @@ def cmd_branch(args):
     apply_series(args.optax, folder)
   git(args.optax, "rebase", "-q", args.ref, "--exec",
       "git commit -q --amend --no-edit --reset-author")
-  say(git(args.optax, "log", "--format=%h %an <%ae> %s",
-          f"{args.ref}..").stdout.rstrip())
+  print(git(args.optax, "log", "--format=%h %an <%ae> %s",
+            f"{args.ref}..").stdout.rstrip())
 
 
 def main(argv):
@@ -272,14 +261,15 @@ def main(argv):
     else:
       p.add_argument("--ref", default="HEAD")
     p.add_argument("--series", nargs="+", default=["main"])
-    if name == "test":
-      p.add_argument("--no-lint", dest="lint", action="store_false")
+  sub.choices["test"].add_argument("--no-lint", dest="lint",
+                                   action="store_false")
   args = parser.parse_args(argv)
   args.optax = args.optax.resolve()
+  sys.stdout.reconfigure(line_buffering=True)
   try:
     args.fn(args)
   except Failed as e:
-    say(f"\nFAILED: {e}")
+    print(f"\nFAILED: {e}")
     return 1
   except (series.SeriesError, subprocess.CalledProcessError, OSError) as e:
     print(f"upstream.py: {e}", file=sys.stderr)
