@@ -186,11 +186,13 @@ class _Problem:
     return optax.apply_updates(params, updates), state
 
 
-def _types(tree):
-  """Structure, shapes, dtypes and weak types of a pytree."""
-  return jax.tree.map(
-      lambda x: (x.shape, jnp.dtype(x.dtype), x.weak_type),
-      jax.eval_shape(lambda: tree),
+def _types(fn, *args):
+  """Structure, shapes, dtypes and weak types of fn(*args), only traced."""
+  # Not jax.eval_shape: its ShapeDtypeStructs lack weak_type before jax 0.4.3x.
+  jaxpr, out = jax.make_jaxpr(fn, return_shape=True)(*args)
+  return jax.tree.unflatten(
+      jax.tree.structure(out),
+      [(x.shape, jnp.dtype(x.dtype), x.weak_type) for x in jaxpr.out_avals],
   )
 
 
@@ -216,10 +218,10 @@ class LinesearchTypeStabilityTest(parameterized.TestCase):
     """Shapes, dtypes and weak types, see optax issues #1207, #1108."""
     with _x64_precision(x64):
       problem = _Problem(opt, **kwargs)
-      _, new_state = jax.eval_shape(
-          problem.step, (problem.params, problem.state)
+      new_state = _types(
+          lambda c: problem.step(c)[1], (problem.params, problem.state)
       )
-      self.assertEqual(_types(problem.state), _types(new_state))
+      self.assertEqual(_types(lambda: problem.state), new_state)
 
   @parameterized.named_parameters(*_CASES)
   def test_jitted_step_compiles_once(self, opt, x64, **kwargs):
@@ -248,9 +250,9 @@ class LinesearchTypeStabilityTest(parameterized.TestCase):
     with _x64_precision(x64):
       problem = _Problem(opt, **kwargs)
       init = (problem.params, problem.state)
-      types = _types(init)
+      types = _types(lambda: init)
       with self.subTest('while_loop'):
-        out = jax.eval_shape(
+        out = _types(
             lambda carry: jax.lax.while_loop(
                 lambda c: c[0] < 3,
                 lambda c: (c[0] + 1, problem.step(c[1])),
@@ -258,16 +260,16 @@ class LinesearchTypeStabilityTest(parameterized.TestCase):
             )[1],
             init,
         )
-        self.assertEqual(types, _types(out))
+        self.assertEqual(types, out)
       with self.subTest('cond'):
-        out = jax.eval_shape(
+        out = _types(
             lambda pred, carry: jax.lax.cond(
                 pred, problem.step, lambda c: c, carry
             ),
             True,
             init,
         )
-        self.assertEqual(types, _types(out))
+        self.assertEqual(types, out)
 
 
 if __name__ == '__main__':

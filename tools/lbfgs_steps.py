@@ -64,14 +64,20 @@ class Result:
   values: np.ndarray  # objective at each step's input, shape (steps,)
   seconds: list       # wall time per call, compilation included (scan: 1)
   state: list         # final state leaves (numpy)
-  type_changes: list  # "path: int32 weak -> int32" per leaf that changed
+  type_changes: list  # "path: int32[]~weak -> int32[]" per changed leaf
 
 
-def _types(tree):
-  """{leaf path: dtype, with " weak" if weakly typed} of a pytree."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {jax.tree_util.keystr(path): str(jax.typeof(x).dtype)
-          + (" weak" if jax.typeof(x).weak_type else "") for path, x in leaves}
+# The one jax compatibility shim: jax.typeof is jax >= 0.4.36.
+_typeof = getattr(jax, "typeof", None) or jax.core.get_aval
+
+
+def types(tree):
+  """{leaf path: 'dtype[shape]', '~weak' if weakly typed} of arrays or
+  ShapeDtypeStructs (tools/state_types.py uses it too)."""
+  return {jax.tree_util.keystr(path): f"{a.dtype}{list(a.shape)}"
+          + ("~weak" if a.weak_type else "") for path, a in (
+              (k, x if isinstance(x, jax.ShapeDtypeStruct) else _typeof(x))
+              for k, x in jax.tree_util.tree_flatten_with_path(tree)[0])}
 
 
 def run(cfg):
@@ -118,7 +124,7 @@ def _run(cfg):
     return params, state, ys
 
   state = opt.init(params)
-  before, seconds, ys = _types(state), [], []
+  before, seconds, ys = types(state), [], []
   jitted = jax.jit(scan if cfg.scan else step)
   for _ in range(1 if cfg.scan else cfg.steps):
     t0 = time.perf_counter()
@@ -126,7 +132,7 @@ def _run(cfg):
     seconds.append(time.perf_counter() - t0)
     ys.append(y if cfg.scan else (params, y))
   iterates, values = ys[0] if cfg.scan else map(jnp.stack, zip(*ys))
-  after = _types(state)
+  after = types(state)
   return Result(
       compilations=traces, params=np.asarray(iterates),
       values=np.asarray(values), seconds=seconds,
