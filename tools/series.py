@@ -12,6 +12,8 @@ one file at a time with GNU patch (no fuzz), so every file is either as
 released or as patched, never half-way.
 
 usage: series.py targets                  release, folder, jax pin (TSV)
+       series.py matrix                   release, folder, jax, python (TSV)
+       series.py wheel RELEASE            the path of RELEASE's PyPI wheel
        series.py tests FOLDER TREE        test files in TREE of FOLDER's files
                                           and of their modules
        series.py overlay RELEASE DEST [--pristine]
@@ -64,6 +66,42 @@ def target(release):
       return t
   raise SeriesError(f"optax {release} is not a supported release "
                     f"(supported: {', '.join(t.release for t in targets())})")
+
+
+# The oldest Python of the matrix: a release that admits it (Requires-Python)
+# runs its oldest-jax row on it, every other row on this interpreter.
+OLDEST_PYTHON = "3.9"
+
+
+def declared(release):
+  """(the minimum jax, whether OLDEST_PYTHON is allowed) of the wheel."""
+  with zipfile.ZipFile(wheel(release)) as zf:
+    meta = zf.read(next(n for n in zf.namelist()
+                        if n.endswith(".dist-info/METADATA"))).decode()
+  jax = re.search(r"^Requires-Dist: jax\s*>=\s*([\d.]+)\s*$", meta, re.M)
+  python = re.search(r"^Requires-Python: >=\s*([\d.]+)", meta, re.M)
+  if not jax:
+    raise SeriesError(f"optax {release}'s wheel declares no jax>=")
+  return jax.group(1), not python or version_key(python.group(1)) <= (
+      version_key(OLDEST_PYTHON))
+
+
+def version_key(version):
+  """'0.4.27' -> (0, 4, 27), to compare versions."""
+  return tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+
+
+def matrix(newest):
+  """[(release, folder, jax, python)]: every release with the minimum jax it
+  declares and the newest it runs with (its pin, else NEWEST); python is
+  OLDEST_PYTHON on the oldest-jax row of a release that admits it, else ""."""
+  rows = []
+  for t in targets():
+    low, old_python = declared(t.release)
+    rows.append((t.release, t.folder, low, OLDEST_PYTHON if old_python else ""))
+    if version_key(t.jax_pin or newest) > version_key(low):
+      rows.append((t.release, t.folder, t.jax_pin or newest, ""))
+  return rows
 
 
 def patch_files(folder):
@@ -228,6 +266,12 @@ def main(argv):
   if cmd == "targets" and not args:
     for t in targets():
       print(f"{t.release}\t{t.folder}\t{t.jax_pin}")
+  elif cmd == "matrix" and not args:
+    import importlib.metadata  # pylint: disable=g-import-not-at-top
+    for row in matrix(importlib.metadata.version("jax")):
+      print("\t".join(row))
+  elif cmd == "wheel" and len(args) == 1:
+    print(wheel(args[0]))
   elif cmd == "tests" and len(args) == 2:
     print("\n".join(test_files(*args)))
   elif cmd == "overlay" and args[2:] in ([], ["--pristine"]) and len(args) > 1:
