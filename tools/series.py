@@ -68,37 +68,26 @@ def target(release):
                     f"(supported: {', '.join(t.release for t in targets())})")
 
 
-# The oldest Python of the matrix: a release that admits it (Requires-Python)
-# runs its oldest-jax row on it, every other row on this interpreter.
-OLDEST_PYTHON = "3.9"
-
-
-def declared(release):
-  """(the minimum jax, whether OLDEST_PYTHON is allowed) of the wheel."""
-  with zipfile.ZipFile(wheel(release)) as zf:
-    meta = zf.read(next(n for n in zf.namelist()
-                        if n.endswith(".dist-info/METADATA"))).decode()
-  jax = re.search(r"^Requires-Dist: jax\s*>=\s*([\d.]+)\s*$", meta, re.M)
-  python = re.search(r"^Requires-Python: >=\s*([\d.]+)", meta, re.M)
-  if not jax:
-    raise SeriesError(f"optax {release}'s wheel declares no jax>=")
-  return jax.group(1), not python or version_key(python.group(1)) <= (
-      version_key(OLDEST_PYTHON))
+OLDEST_PYTHON = "3.9"  # of the matrix (see matrix())
 
 
 def version_key(version):
-  """'0.4.27' -> (0, 4, 27), to compare versions."""
   return tuple(int(n) for n in re.findall(r"\d+", version)[:3])
 
 
 def matrix(newest):
-  """[(release, folder, jax, python)]: every release with the minimum jax it
-  declares and the newest it runs with (its pin, else NEWEST); python is
-  OLDEST_PYTHON on the oldest-jax row of a release that admits it, else ""."""
+  """[(release, folder, jax, python)]: each release with the minimum jax its
+  wheel declares (Requires-Dist) and the newest it runs with (its pin, else
+  NEWEST); python: OLDEST_PYTHON on the first row if Requires-Python admits
+  it, else "" (this interpreter's)."""
   rows = []
   for t in targets():
-    low, old_python = declared(t.release)
-    rows.append((t.release, t.folder, low, OLDEST_PYTHON if old_python else ""))
+    with zipfile.ZipFile(wheel(t.release)) as zf:
+      meta = zf.read(f"optax-{t.release}.dist-info/METADATA").decode()
+    low = re.search(r"^Requires-Dist: jax>=([\d.]+)$", meta, re.M)[1]
+    python = re.search(r"^Requires-Python: >=([\d.]+)$", meta, re.M)[1]
+    old = version_key(python) <= version_key(OLDEST_PYTHON)
+    rows.append((t.release, t.folder, low, OLDEST_PYTHON if old else ""))
     if version_key(t.jax_pin or newest) > version_key(low):
       rows.append((t.release, t.folder, t.jax_pin or newest, ""))
   return rows
