@@ -6,7 +6,7 @@
 #      aimed at a bug, must fail in some case there;
 #   3. optax's own tests of what the series touches, on PATCHED optax
 #      $VERSION, and its L-BFGS tests in alias_test.py: all must pass;
-#   4. the release matrix (tools/release_matrix.sh);
+#   4. the release matrix (tools/release_matrix.sh): release x {minimum, newest jax};
 #   5. the benchmark smoke test (tools/bench.py --quick): fails if the patched
 #      step compiles more than once, never on timing.
 # Pristine/patched optax: overlays of the PyPI wheel; no environment is modified.
