@@ -1,21 +1,18 @@
 #!/usr/bin/env bash
-# The release matrix: every optax release of patches/targets.tsv (or those
-# given) with the minimum jax it declares and the newest it runs with
-# (tools/series.py matrix). Per row: apply, apply again (changes nothing),
-# every check its series fixes passes, --check says applied, optax_tests/
-# pass, iterates bit-identical to the release's (tests/test_numerics.py),
-# --revert, --check says released; per release, on its newest jax, it prints
-# (never fails on) the unstable optimizers of tools/state_types.py. One
-# environment per jax (the newest: $PYTHON's, the project .venv), built in the
-# background while the rows of the newest jax run; releases are overlays of
-# their wheels, the oldest and newest pip-installed in a venv over it.
+# The release matrix: each release of patches/targets.tsv (or those given)
+# with the minimum jax it declares and the newest it runs with (series.py
+# matrix). Per row: apply, apply again (no change), every check its series
+# fixes passes, --check, optax_tests/, iterates bit-identical to the release's
+# (tests/test_numerics.py), --revert, --check. One environment per jax (the
+# newest: $PYTHON's), built while the newest-jax rows run; releases are
+# overlays, the oldest and newest pip-installed in a venv over it. Per release
+# it prints (never fails on) tools/state_types.py under its newest jax.
 # usage: tools/release_matrix.sh [VERSION...]; exit 1 if a row fails, 2 usage.
 # shellcheck disable=SC2329  # the step functions are called through cell()
 set -euo pipefail
 
-# The one place for what a jax environment needs beside jax==J, jaxlib==J:
-# test dependencies (etils: optax 0.2.3/0.2.4 import it), and per jax version
-# pins where pip's newest does not work with it (none needed today).
+# The one place for what a jax environment needs beside jax==J, jaxlib==J: test
+# dependencies (etils: optax 0.2.3/0.2.4), pins by J if pip's newest fails.
 deps() {  # deps J
   echo pytest pytest-xdist absl-py chex "etils[epy]" numpy scipy
 }
@@ -79,8 +76,7 @@ optax_tests() {  # from an empty directory, so the optax under test is tested
     "$repo/optax_tests") | tee "$work/pytest.log"
 }
 numerics() { OPTAX_VERSION=$v "$envpy" -m pytest -q -p no:cacheprovider "$repo/tests/test_numerics.py"; }
-# cell LABEL CMD...: runs CMD, logging its output, unless a step of this
-# row failed already; adds LABEL, **FAILED** or "skipped" to the row.
+# cell LABEL CMD: runs CMD (logged) unless a step failed; LABEL, **FAILED**, skipped
 cell() {
   local label=$1; shift
   if [ "$ok" -eq 0 ]; then row+=" skipped |"; return; fi

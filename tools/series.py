@@ -11,8 +11,7 @@ deleted, renamed or symlinked files and no mode changes. Patches are applied
 one file at a time with GNU patch (no fuzz), so every file is either as
 released or as patched, never half-way.
 
-usage: series.py targets                  release, folder, jax pin (TSV)
-       series.py matrix                   release, folder, jax, python (TSV)
+usage: series.py matrix                   release, folder, jax, python (TSV)
        series.py wheel RELEASE            the path of RELEASE's PyPI wheel
        series.py tests FOLDER TREE        test files in TREE of FOLDER's files
                                           and of their modules
@@ -252,10 +251,7 @@ def write_manifest(release, out_dir=PATCHES / "manifest"):
 
 def main(argv):
   cmd, args = (argv[0], argv[1:]) if argv else ("", [])
-  if cmd == "targets" and not args:
-    for t in targets():
-      print(f"{t.release}\t{t.folder}\t{t.jax_pin}")
-  elif cmd == "matrix" and not args:
+  if cmd == "matrix" and not args:
     import importlib.metadata  # pylint: disable=g-import-not-at-top
     for row in matrix(importlib.metadata.version("jax")):
       print("\t".join(row))

@@ -50,7 +50,7 @@ never=$(awk '{ f[$2] += ($3 ~ /FAILED/) } END { for (m in f) if (!f[m]) print m 
 [ -z "$never" ] || { echo "these tests do not fail on pristine optax: $never" >&2; exit 1; }
 
 step "3. optax's own tests on patched optax $VERSION"
-folder=$("$py" tools/series.py targets | awk -F'\t' -v v="$VERSION" '$1 == v { print $2 }')
+folder=$("$py" tools/series.py matrix | awk -F'\t' -v v="$VERSION" '$1 == v && !n++ { print $2 }')
 mapfile -t own < <("$py" tools/series.py tests "$folder" "$work/patched")
 cd "$work/patched"
 PYTHONPATH=$work/patched "$py" -m pytest -q -n 2 -p no:cacheprovider \
