@@ -37,7 +37,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/release-matrix.XXXXXX")
 export JAX_PLATFORMS=cpu
 install() { "$1" -m pip install -q --disable-pip-version-check "${@:2}"; }
 build() {  # build JAX PYTHON DIR: DIR/ok, or DIR.err with one line
-  command -v "python$2" >/dev/null || { echo "python$2 not found" >"$3.err"; return; }
+  "python$2" -c "" 2>/dev/null || { echo "python$2 not found (or does not run)" >"$3.err"; return; }
   # shellcheck disable=SC2046  # deps: words
   { "python$2" -m venv "$3" && install "$3/bin/python" --upgrade pip \
       && install "$3/bin/python" "jax==$1" "jaxlib==$1" $(deps "$1") \
