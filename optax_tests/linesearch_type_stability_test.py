@@ -188,7 +188,7 @@ class _Problem:
 
 def _types(fn, *args):
   """Structure, shapes, dtypes and weak types of fn(*args), only traced."""
-  # Not jax.eval_shape: its ShapeDtypeStructs lack weak_type before jax 0.4.3x.
+  # Not jax.eval_shape: its ShapeDtypeStructs lack weak_type in jax 0.4.27.
   jaxpr, out = jax.make_jaxpr(fn, return_shape=True)(*args)
   return jax.tree.unflatten(
       jax.tree.structure(out),

@@ -67,7 +67,7 @@ class Result:
   type_changes: list  # "path: int32[]~weak -> int32[]" per changed leaf
 
 
-# The one jax compatibility shim: jax.typeof is jax >= 0.4.36.
+# The one jax compatibility shim: jax 0.4.27 has no jax.typeof.
 _typeof = getattr(jax, "typeof", None) or jax.core.get_aval
 
 
