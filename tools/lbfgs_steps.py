@@ -67,16 +67,13 @@ class Result:
   type_changes: list  # "path: int32[]~weak -> int32[]" per changed leaf
 
 
-# The one jax compatibility shim: jax 0.4.27 has no jax.typeof.
-_typeof = getattr(jax, "typeof", None) or jax.core.get_aval
-
-
 def types(tree):
   """{leaf path: 'dtype[shape]', '~weak' if weakly typed} of arrays or
-  ShapeDtypeStructs (tools/state_types.py uses it too)."""
-  return {jax.tree_util.keystr(path): f"{a.dtype}{list(a.shape)}"
-          + ("~weak" if a.weak_type else "") for path, a in (
-              (k, x if isinstance(x, jax.ShapeDtypeStruct) else _typeof(x))
+  ShapeDtypeStructs. The one jax compatibility shim: 0.4.27 has no typeof."""
+  typeof = getattr(jax, "typeof", None) or jax.core.get_aval
+  return {jax.tree_util.keystr(k): f"{a.dtype}{list(a.shape)}"
+          + ("~weak" if a.weak_type else "") for k, a in (
+              (k, x if isinstance(x, jax.ShapeDtypeStruct) else typeof(x))
               for k, x in jax.tree_util.tree_flatten_with_path(tree)[0])}
 
 

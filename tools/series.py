@@ -51,12 +51,9 @@ class Target:
 
 def targets():
   """The supported releases, in the order of patches/targets.tsv."""
-  rows = []
-  for line in (PATCHES / "targets.tsv").read_text().splitlines():
-    if line.strip() and not line.startswith("#"):
-      release, folder, pin = (line.split("\t") + ["", ""])[:3]
-      rows.append(Target(release, folder, pin))
-  return rows
+  return [Target(*(line.split("\t") + ["", ""])[:3])
+          for line in (PATCHES / "targets.tsv").read_text().splitlines()
+          if line.strip() and not line.startswith("#")]
 
 
 def target(release):
