@@ -111,3 +111,13 @@ def test_manifests_match_the_releases_and_the_series(tmp_path):
     ours = series.PATCHES / "manifest" / f"{target.release}.sha256"
     assert series.write_manifest(target.release, tmp_path).read_text() == (
         ours.read_text()), f"{ours.name}: run tools/series.py manifest"
+
+
+def test_matrix_rows_minimum_jax_from_the_wheels_and_newest():
+  rows = series.matrix("0.10.2")
+  assert ("0.2.3", "0.2.3", "0.4.27", "3.9") in rows  # Requires-Python >=3.9
+  assert ("0.2.5", "0.2.5", "0.4.27", "") in rows  # Requires-Python >=3.10
+  assert ("0.2.6", "0.2.5", "0.5.3", "") in rows
+  assert ("0.2.7", "0.2.7", "0.9.2", "") in rows  # its pin
+  assert [r[0] for r in rows if r[2] == "0.10.2"] == [
+      t.release for t in series.targets() if not t.jax_pin]

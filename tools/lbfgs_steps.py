@@ -64,14 +64,17 @@ class Result:
   values: np.ndarray  # objective at each step's input, shape (steps,)
   seconds: list       # wall time per call, compilation included (scan: 1)
   state: list         # final state leaves (numpy)
-  type_changes: list  # "path: int32 weak -> int32" per leaf that changed
+  type_changes: list  # "path: int32[]~weak -> int32[]" per changed leaf
 
 
-def _types(tree):
-  """{leaf path: dtype, with " weak" if weakly typed} of a pytree."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {jax.tree_util.keystr(path): str(jax.typeof(x).dtype)
-          + (" weak" if jax.typeof(x).weak_type else "") for path, x in leaves}
+def types(tree):
+  """{leaf path: 'dtype[shape]', '~weak' if weakly typed} of arrays or
+  ShapeDtypeStructs. The one jax compatibility shim: 0.4.27 has no typeof."""
+  typeof = getattr(jax, "typeof", None) or jax.core.get_aval
+  return {jax.tree_util.keystr(k): f"{a.dtype}{list(a.shape)}"
+          + ("~weak" if a.weak_type else "") for k, a in (
+              (k, x if isinstance(x, jax.ShapeDtypeStruct) else typeof(x))
+              for k, x in jax.tree_util.tree_flatten_with_path(tree)[0])}
 
 
 def run(cfg):
@@ -118,7 +121,7 @@ def _run(cfg):
     return params, state, ys
 
   state = opt.init(params)
-  before, seconds, ys = _types(state), [], []
+  before, seconds, ys = types(state), [], []
   jitted = jax.jit(scan if cfg.scan else step)
   for _ in range(1 if cfg.scan else cfg.steps):
     t0 = time.perf_counter()
@@ -126,7 +129,7 @@ def _run(cfg):
     seconds.append(time.perf_counter() - t0)
     ys.append(y if cfg.scan else (params, y))
   iterates, values = ys[0] if cfg.scan else map(jnp.stack, zip(*ys))
-  after = _types(state)
+  after = types(state)
   return Result(
       compilations=traces, params=np.asarray(iterates),
       values=np.asarray(values), seconds=seconds,

@@ -11,7 +11,8 @@ deleted, renamed or symlinked files and no mode changes. Patches are applied
 one file at a time with GNU patch (no fuzz), so every file is either as
 released or as patched, never half-way.
 
-usage: series.py targets                  release, folder, jax pin (TSV)
+usage: series.py matrix                   release, folder, jax, python (TSV)
+       series.py wheel RELEASE            the path of RELEASE's PyPI wheel
        series.py tests FOLDER TREE        test files in TREE of FOLDER's files
                                           and of their modules
        series.py overlay RELEASE DEST [--pristine]
@@ -50,12 +51,9 @@ class Target:
 
 def targets():
   """The supported releases, in the order of patches/targets.tsv."""
-  rows = []
-  for line in (PATCHES / "targets.tsv").read_text().splitlines():
-    if line.strip() and not line.startswith("#"):
-      release, folder, pin = (line.split("\t") + ["", ""])[:3]
-      rows.append(Target(release, folder, pin))
-  return rows
+  return [Target(*(line.split("\t") + ["", ""])[:3])
+          for line in (PATCHES / "targets.tsv").read_text().splitlines()
+          if line.strip() and not line.startswith("#")]
 
 
 def target(release):
@@ -64,6 +62,31 @@ def target(release):
       return t
   raise SeriesError(f"optax {release} is not a supported release "
                     f"(supported: {', '.join(t.release for t in targets())})")
+
+
+OLDEST_PYTHON = "3.9"  # of the matrix (see matrix())
+
+
+def version_key(version):
+  return tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+
+
+def matrix(newest):
+  """[(release, folder, jax, python)]: each release with the minimum jax its
+  wheel declares (Requires-Dist) and the newest it runs with (its pin, else
+  NEWEST); python: OLDEST_PYTHON on the first row if Requires-Python admits
+  it, else "" (this interpreter's)."""
+  rows = []
+  for t in targets():
+    with zipfile.ZipFile(wheel(t.release)) as zf:
+      meta = zf.read(f"optax-{t.release}.dist-info/METADATA").decode()
+    low = re.search(r"^Requires-Dist: jax>=([\d.]+)$", meta, re.M)[1]
+    python = re.search(r"^Requires-Python: >=([\d.]+)$", meta, re.M)[1]
+    old = version_key(python) <= version_key(OLDEST_PYTHON)
+    rows.append((t.release, t.folder, low, OLDEST_PYTHON if old else ""))
+    if version_key(t.jax_pin or newest) > version_key(low):
+      rows.append((t.release, t.folder, t.jax_pin or newest, ""))
+  return rows
 
 
 def patch_files(folder):
@@ -225,9 +248,12 @@ def write_manifest(release, out_dir=PATCHES / "manifest"):
 
 def main(argv):
   cmd, args = (argv[0], argv[1:]) if argv else ("", [])
-  if cmd == "targets" and not args:
-    for t in targets():
-      print(f"{t.release}\t{t.folder}\t{t.jax_pin}")
+  if cmd == "matrix" and not args:
+    import importlib.metadata  # pylint: disable=g-import-not-at-top
+    for row in matrix(importlib.metadata.version("jax")):
+      print("\t".join(row))
+  elif cmd == "wheel" and len(args) == 1:
+    print(wheel(args[0]))
   elif cmd == "tests" and len(args) == 2:
     print("\n".join(test_files(*args)))
   elif cmd == "overlay" and args[2:] in ([], ["--pristine"]) and len(args) > 1:

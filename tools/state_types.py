@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+import lbfgs_steps
+
 DTYPES = ('float16', 'bfloat16', 'float32', 'float64', 'complex64')
 _MASK = {'w': True, 'b': False}
 
@@ -63,13 +65,6 @@ _WRAP = {  # configuration -> wrapper of the optimizer (by default, none)
 }
 
 
-def _avals(tree):
-  """{path: 'dtype[shape]', with '~weak' if weakly typed} of the leaves."""
-  return {jax.tree_util.keystr(k):
-          f'{x.dtype}{list(x.shape)}' + ('~weak' if x.weak_type else '')
-          for k, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
 def check(name, fn, kw, config, dtype):
   """Returns [(leaf, before, after)] of differing leaves, or raises."""
   dtype = jnp.dtype(dtype)
@@ -103,7 +98,8 @@ def check(name, fn, kw, config, dtype):
     return tx.update(updates, state, params, **(extra if extra_args else {}))[1]
 
   before = jax.eval_shape(tx.init, params)
-  b, a = _avals(before), _avals(jax.eval_shape(step, params, before, value))
+  b = lbfgs_steps.types(before)
+  a = lbfgs_steps.types(jax.eval_shape(step, params, before, value))
   if b.keys() != a.keys():
     return [('<structure>', ' '.join(sorted(b)), ' '.join(sorted(a)))]
   return [(k, b[k], a[k]) for k in b if b[k] != a[k]]

@@ -6,7 +6,7 @@
 #      aimed at a bug, must fail in some case there;
 #   3. optax's own tests of what the series touches, on PATCHED optax
 #      $VERSION, and its L-BFGS tests in alias_test.py: all must pass;
-#   4. the release matrix (tools/release_matrix.sh);
+#   4. the release matrix (tools/release_matrix.sh): release x {minimum, newest jax};
 #   5. the benchmark smoke test (tools/bench.py --quick): fails if the patched
 #      step compiles more than once, never on timing.
 # Pristine/patched optax: overlays of the PyPI wheel; no environment is modified.
@@ -52,7 +52,7 @@ never=$(awk 'FILENAME == ARGV[1] { f[$2] += ($3 ~ /FAILED/); next } !f[$1]' "$wo
 [ -z "$never" ] || { echo "these tests do not fail (or do not run) on pristine optax: $never" >&2; exit 1; }
 
 step "3. optax's own tests on patched optax $VERSION"
-folder=$("$py" tools/series.py targets | awk -F'\t' -v v="$VERSION" '$1 == v { print $2 }')
+folder=$("$py" tools/series.py matrix | awk -F'\t' -v v="$VERSION" '$1 == v && !n++ { print $2 }')
 mapfile -t own < <("$py" tools/series.py tests "$folder" "$work/patched")
 cd "$work/patched"
 PYTHONPATH=$work/patched "$py" -m pytest -q -n 2 -p no:cacheprovider \
