@@ -36,10 +36,18 @@ mapfile -t rows < <(printf '%s\n' "${all[@]}" | awk -F'\t' -v only=" $* " \
 work=$(mktemp -d "${TMPDIR:-/tmp}/release-matrix.XXXXXX")
 export JAX_PLATFORMS=cpu
 install() { "$1" -m pip install -q --disable-pip-version-check "${@:2}"; }
+interpreter() {  # interpreter X.Y: a pythonX.Y that runs (PATH, else pyenv's)
+  local p
+  for p in "python$1" "$(pyenv root 2>/dev/null)/versions/$1"*/bin/"python$1"; do
+    if "$p" -c "" 2>/dev/null; then echo "$p"; return; fi
+  done
+  return 1
+}
 build() {  # build JAX PYTHON DIR: DIR/ok, or DIR.err with one line
-  "python$2" -c "" 2>/dev/null || { echo "python$2 not found (or does not run)" >"$3.err"; return; }
+  local p; p=$(interpreter "$2") \
+    || { echo "python$2 not found (or does not run)" >"$3.err"; return; }
   # shellcheck disable=SC2046  # deps: words
-  { "python$2" -m venv "$3" && install "$3/bin/python" --upgrade pip \
+  { "$p" -m venv "$3" && install "$3/bin/python" --upgrade pip \
       && install "$3/bin/python" "jax==$1" "jaxlib==$1" $(deps "$1") \
       && touch "$3/ok"; } >"$3.log" 2>&1 \
     || echo "cannot install jax $1 on python$2 (log: $3.log)" >"$3.err"
