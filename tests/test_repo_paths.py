@@ -13,7 +13,7 @@ import subprocess
 import series
 
 MACHINE_PATH = re.compile(
-    r"/(home|Users)/[\w.-]+|/root/|/work/|\.mirror/|/var/folders/"
+    r"/(home|Users)/[\w.-]+|/(root|work)/|[.]mirror/|/var/folders/"
     r"|/tmp/(pytest-of-|tmp\w{8}\b|[\w-]+\.[A-Za-z0-9]{6}/)")
 
 
