@@ -50,10 +50,6 @@ class Failure(Exception):
   """Exit code and a one-line message."""
 
 
-def release(version):  # (0, 2, 9) of 0.2.9.dev0
-  return tuple(map(int, re.findall(r"\d+", re.match(r"[\d.]*", version)[0])))
-
-
 def interpreter(args):
   """The python of the environment to patch (the order of --help)."""
   prefix = os.environ.get("VIRTUAL_ENV") or os.environ.get("CONDA_PREFIX")
@@ -65,7 +61,7 @@ def interpreter(args):
         "optax"):
       return path
   if not venv.exists() and args.mode == "apply" and not args.target:
-    new = max(series.targets(), key=lambda t: release(t.release))
+    new = max(series.targets(), key=lambda t: series.version_key(t.release))
     pins = [f"{p}=={new.jax_pin}" for p in ("jax", "jaxlib") if new.jax_pin]
     print(f"{venv}: no environment has optax: making it, optax {new.release}")
     for cmd in ([sys.executable, "-m", "venv", str(venv.parents[1])], [
@@ -219,7 +215,7 @@ def verdicts(python, root, target, label):
 def unknown(version, python, root, target):
   """exit 0 if an optax newer than the series has the fix, else 3."""
   supported = [t.release for t in series.targets()]
-  if release(version) <= max(map(release, supported)):
+  if series.version_key(version) <= max(map(series.version_key, supported)):
     raise Failure(3, f"optax {version} is not a supported release (supported:"
                   f" {', '.join(supported)}); {GIT_AM}")
   passed = verdicts(python, root, target, "checks")

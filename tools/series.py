@@ -13,8 +13,8 @@ released or as patched, never half-way.
 
 usage: series.py matrix                   release, folder, jax, python (TSV)
        series.py wheel RELEASE            the path of RELEASE's PyPI wheel
-       series.py tests FOLDER TREE        test files in TREE of FOLDER's files
-                                          and of their modules
+       series.py tests RELEASE TREE       test files in TREE of the files of
+                                          RELEASE's series and their modules
        series.py overlay RELEASE DEST [--pristine]
                                           RELEASE's optax wheel into DEST,
                                           patched by its series
@@ -255,7 +255,7 @@ def main(argv):
   elif cmd == "wheel" and len(args) == 1:
     print(wheel(args[0]))
   elif cmd == "tests" and len(args) == 2:
-    print("\n".join(test_files(*args)))
+    print("\n".join(test_files(target(args[0]).folder, args[1])))
   elif cmd == "overlay" and args[2:] in ([], ["--pristine"]) and len(args) > 1:
     pristine = args[2:] == ["--pristine"]
     print(overlay(args[0], args[1], None if pristine else target(args[0]).folder))
