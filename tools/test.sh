@@ -6,7 +6,7 @@
 #      aimed at a bug, must fail in some case there;
 #   3. optax's own tests of what the series touches, on PATCHED optax
 #      $VERSION, and its L-BFGS tests in alias_test.py: all must pass;
-#   4. the release matrix (tools/release_matrix.sh): release x {minimum, newest jax};
+#   4. the release matrix (tests/release_matrix.py): release x {min, newest jax};
 #   5. the benchmark smoke test (tools/bench.py --quick): fails if the patched
 #      step compiles more than once, never on timing.
 # Pristine/patched optax: overlays of the PyPI wheel; no environment is modified.
@@ -61,7 +61,7 @@ PYTHONPATH=$work/patched "$py" -m pytest -q -n 2 -p no:cacheprovider \
 cd "$repo"
 
 step "4. release matrix: apply, tests, revert on every supported release"
-bash tools/release_matrix.sh
+"$py" -m pytest -v -s -rA tests/release_matrix.py
 
 step "5. benchmark smoke test"
 "$py" tools/bench.py --quick --optax-version "$VERSION"

@@ -1,0 +1,151 @@
+"""The release matrix: tools/apply.sh on every row of the support matrix.
+
+A row (series.py matrix) is a release of patches/targets.tsv with the
+minimum jax its wheel declares, or with the newest jax it runs with. Per
+row: apply (every check its series fixes passes after it), apply again
+(nothing changed), --check says applied, optax_tests/ pass,
+tests/test_numerics.py (iterates bit-identical to the release's), --revert,
+--check says released. It prints what optax_tests/ counted and, once per
+release (its newest jax), the optimizers whose state types still change
+(tools/state_types.py --config plain: informative, never a failure).
+
+One environment per (jax, Python), the newest jax being this interpreter's;
+the others are built one at a time while the first rows run. A release is an
+overlay of its PyPI wheel (--target), the oldest and the newest release a pip
+install in a venv over the environment (--python).
+
+Not collected by `pytest tests` (a quarter of an hour): tools/test.sh runs it
+as its step 4; `pytest -v -s tests/release_matrix.py -k 0.2.5` runs one
+release. The test dependencies of a built environment are DEPS.
+"""
+
+import concurrent.futures
+import glob
+import importlib.metadata
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import series
+
+# Installed with jax==J, jaxlib==J in a built environment (etils: optax
+# 0.2.3/0.2.4). Pin one here if pip's newest stops working with an old jax.
+DEPS = ("pytest", "pytest-xdist", "absl-py", "chex", "etils[epy]", "numpy",
+        "scipy")
+NEWEST = importlib.metadata.version("jax")
+ROWS = sorted(series.matrix(NEWEST), key=lambda r: series.version_key(r[2]),
+              reverse=True)  # newest jax first: the others build meanwhile
+OLDEST, NEWEST_RELEASE = (min((r[0] for r in ROWS), key=series.version_key),
+                          max((r[0] for r in ROWS), key=series.version_key))
+
+
+def _run(cmd, expect=0, **kwargs):
+  """CMD's output; fails the test, with its last lines, on another exit."""
+  res = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, check=False,
+                       **kwargs)
+  tail = "\n".join(res.stdout.splitlines()[-25:])
+  assert res.returncode == expect, (
+      f"{' '.join(map(str, cmd))}: exit {res.returncode}, expected {expect}"
+      f"\n{tail}")
+  return res.stdout
+
+
+def _interpreter(version):
+  """A pythonVERSION that runs: on PATH, else pyenv's."""
+  pyenv = shutil.which("pyenv")
+  root = pyenv and _run([pyenv, "root"]).strip()
+  for python in [shutil.which(f"python{version}")] + (glob.glob(
+      f"{root}/versions/{version}*/bin/python{version}") if root else []):
+    if python and subprocess.run([python, "-c", ""],
+                                 check=False).returncode == 0:
+      return python
+  raise RuntimeError(f"python{version} not found (or does not run)")
+
+
+def _environment(jax, python, root):
+  """The interpreter of a new venv with jax==JAX and DEPS."""
+  venv = root / f"jax-{jax}-py{python or 3}"
+  _run([_interpreter(python) if python else sys.executable, "-m", "venv",
+        venv])
+  pip = [venv / "bin/python", "-m", "pip", "install", "-q",
+         "--disable-pip-version-check"]
+  _run(pip + ["--upgrade", "pip"])
+  _run(pip + [f"jax=={jax}", f"jaxlib=={jax}", *DEPS])
+  return venv / "bin/python"
+
+
+@pytest.fixture(scope="session")
+def environments(request, tmp_path_factory):
+  """{(jax, python): Future of its interpreter}, for the selected rows."""
+  root = tmp_path_factory.mktemp("environments")
+  pool = concurrent.futures.ThreadPoolExecutor(1)
+  futures = {(NEWEST, ""): concurrent.futures.Future()}
+  futures[(NEWEST, "")].set_result(sys.executable)
+  for item in request.session.items:
+    row = getattr(item, "callspec", None) and item.callspec.params.get("row")
+    if row and row[2:] not in futures:
+      futures[row[2:]] = pool.submit(_environment, *row[2:], root)
+  yield futures
+  pool.shutdown(cancel_futures=True)
+
+
+def _id(row):
+  release, _, jax, python = row
+  real = "pip" if release in (OLDEST, NEWEST_RELEASE) else "overlay"
+  return f"{release}-jax{jax}-py{python or platform.python_version()}-{real}"
+
+
+@pytest.mark.parametrize("row", ROWS, ids=map(_id, ROWS))
+def test_release(row, environments, tmp_path):
+  release, folder, jax, _ = row
+  envpy = environments[row[2:]].result()
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  if jax != NEWEST:  # jax 0.5.3 runs wrong programs from XLA's cache
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # (checks.py: f(x*) = 14)
+  if release in (OLDEST, NEWEST_RELEASE):  # a venv over the environment's
+    python = tmp_path / "venv/bin/python"
+    _run([envpy, "-m", "venv", tmp_path / "venv"])
+    _run([python, "-m", "pip", "install", "-q", "--no-deps",
+          "--disable-pip-version-check", series.wheel(release)])
+    purelib = _run([python, "-c", "import sysconfig; "
+                    "print(sysconfig.get_paths()['purelib'])"]).strip()
+    with open(os.path.join(purelib, "shared.pth"), "w", encoding="utf-8") as f:
+      f.write(_run([envpy, "-c", "import site; "
+                    "print('\\n'.join(site.getsitepackages()))"]))
+    where, tested = ["--python", python], dict(env)
+  else:
+    overlay = series.overlay(release, tmp_path / "overlay")
+    python, where = envpy, ["--python", envpy, "--target", overlay]
+    tested = dict(env, PYTHONPATH=str(overlay))  # runs the overlay's optax
+  apply = lambda *args, expect=0: _run(
+      ["bash", series.REPO / "tools/apply.sh", *where, *args], expect, env=env)
+
+  out = apply()
+  strict = glob.glob(str(series.PATCHES / folder / "*strict*"))
+  failing = [name for name in re.findall(r"^  after: FAIL  (\S+)", out, re.M)
+             if strict or not name.startswith("strict-")]
+  assert not failing and re.search(r"^  after: PASS ", out, re.M), out
+  assert "already applied: nothing changed" in apply()
+  assert apply("--check").splitlines()[-1] == "applied"
+  (tmp_path / "cwd").mkdir()  # no ./optax shadows the one under test
+  out = _run([python, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider",
+              series.REPO / "optax_tests"], cwd=tmp_path / "cwd", env=tested)
+  print(f"\noptax_tests: {out.splitlines()[-1]}")
+  out = _run([envpy, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+              series.REPO / "tests/test_numerics.py"],
+             env=dict(env, OPTAX_VERSION=release))
+  assert re.search(r"\b1 passed\b", out.splitlines()[-1]), out
+  if row == next(r for r in ROWS if r[0] == release):  # its newest jax
+    print("optimizers whose state types change in update (state_types.py):")
+    print(subprocess.run(
+        [python, series.REPO / "tools/state_types.py", "--config", "plain"],
+        env=tested, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, check=False).stdout)
+  apply("--revert")
+  assert apply("--check", expect=10).splitlines()[-1] == "not applied"
