@@ -140,13 +140,3 @@ def test_a_test_that_passes_without_the_fix_fails_the_run(fake, new_test):
   assert res.returncode == 1
   assert "test_f_is_two: PASSES without the fix" in res.stdout
 
-
-def test_branch_is_authored_by_the_contributor(fake):
-  ours, optax, base = fake
-  res = upstream(ours, "branch", optax, "pr", "--ref", base)
-  assert res.returncode == 0, res.stderr
-  assert git(optax, "log", "-1", "--format=%an <%ae>", "pr") == (
-      "Ada <ada@example.com>")
-  res = upstream(ours, "branch", optax, "pr2", "--ref", base,
-                 GIT_AUTHOR_EMAIL="optax-typestable@users.noreply.github.com")
-  assert res.returncode == 2 and "user.email" in res.stderr

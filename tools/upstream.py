@@ -1,8 +1,7 @@
-"""Takes a series to optax: tests it on an optax checkout, exports, branches.
+"""Takes a series to optax: tests it on an optax checkout, exports it.
 
 usage: upstream.py test OPTAX [--ref REF] [--series FOLDER...] [--no-lint]
        upstream.py export OPTAX BRANCH --series FOLDER [--base C] [--after F]
-       upstream.py branch OPTAX BRANCH [--ref REF] [--series FOLDER...]
 
 OPTAX: an optax checkout or bare mirror; --series: main (default), or main
 main-guard for both pull requests, in that order.
@@ -12,8 +11,6 @@ test    git am -3 in a throwaway clone at REF (default HEAD); each new test
 export  git format-patch of BASE..BRANCH (BASE: the series' base-commit;
         --after F: BRANCH starts with F's commits, which are left out) into
         patches/FOLDER, placeholder author, fixed date: byte-stable.
-branch  BRANCH at REF with the series applied, authored by you (git's
-        user.name/user.email, not the placeholder): the branch to push.
 Exit status: 0 success, 1 a conflict, a test or lint failure, 2 usage or
 setup error.
 """
@@ -228,28 +225,13 @@ def cmd_export(args):
     print(pathlib.Path(line).relative_to(REPO))
 
 
-def cmd_branch(args):
-  ident = git(args.optax, "var", "GIT_AUTHOR_IDENT", check=False).stdout
-  if not ident or f"<{AUTHOR[1]}>" in ident:
-    raise series.SeriesError("set your own git user.name and user.email "
-                             "(the one of your contributor license agreement)")
-  git(args.optax, "checkout", "-q", "-b", args.branch, args.ref)
-  for folder in args.series:
-    apply_series(args.optax, folder)
-  git(args.optax, "rebase", "-q", args.ref, "--exec",
-      "git commit -q --amend --no-edit --reset-author")
-  print(git(args.optax, "log", "--format=%h %an <%ae> %s",
-            f"{args.ref}..").stdout.rstrip())
-
-
 def main(argv):
   parser = argparse.ArgumentParser(
       description=__doc__.splitlines()[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog=__doc__.split("\n\n", 1)[1])
   sub = parser.add_subparsers(dest="cmd", required=True)
-  for name, fn in (("test", cmd_test), ("export", cmd_export),
-                   ("branch", cmd_branch)):
+  for name, fn in (("test", cmd_test), ("export", cmd_export)):
     p = sub.add_parser(name)
     p.set_defaults(fn=fn)
     p.add_argument("optax", type=pathlib.Path)
