@@ -40,11 +40,11 @@ def write_commit(repo, files, msg):
   return git(repo, "rev-parse", "HEAD")
 
 
-def upstream(ours, *args, **env):
+def upstream(ours, *args):
   return subprocess.run(
       [sys.executable, str(ours / "tools/upstream.py"), *map(str, args)],
       capture_output=True, text=True, check=False,
-      env={**os.environ, **GIT_ENV, **env})
+      env={**os.environ, **GIT_ENV})
 
 
 @pytest.fixture(name="fake")
@@ -139,4 +139,3 @@ def test_a_test_that_passes_without_the_fix_fails_the_run(fake, new_test):
   res = upstream(ours, "test", optax, "--ref", "main", "--no-lint")
   assert res.returncode == 1
   assert "test_f_is_two: PASSES without the fix" in res.stdout
-

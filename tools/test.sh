@@ -22,8 +22,8 @@ step "environment: .venv"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check . \
   2> >(grep -v '^WARNING: Location' >&2)
-export PYTHON=$repo/.venv/bin/python JAX_PLATFORMS=cpu
-py=$PYTHON
+export JAX_PLATFORMS=cpu
+py=$repo/.venv/bin/python
 "$py" -c 'import jax, optax; print("jax", jax.__version__, "| env optax", optax.__version__)'
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/optax-typestable.XXXXXX")

@@ -235,16 +235,13 @@ def main(argv):
     p = sub.add_parser(name)
     p.set_defaults(fn=fn)
     p.add_argument("optax", type=pathlib.Path)
-    if name != "test":
-      p.add_argument("branch")
-    if name == "export":
-      p.add_argument("--base")
-      p.add_argument("--after", help="the series this one applies after")
-    else:
-      p.add_argument("--ref", default="HEAD")
     p.add_argument("--series", nargs="+", default=["main"])
-  sub.choices["test"].add_argument("--no-lint", dest="lint",
-                                   action="store_false")
+  test, export = sub.choices["test"], sub.choices["export"]
+  test.add_argument("--ref", default="HEAD")
+  test.add_argument("--no-lint", dest="lint", action="store_false")
+  export.add_argument("branch")
+  export.add_argument("--base")
+  export.add_argument("--after", help="the series this one applies after")
   args = parser.parse_args(argv)
   args.optax = args.optax.resolve()
   sys.stdout.reconfigure(line_buffering=True)
