@@ -155,6 +155,16 @@ def _refused(result, code, *words):
     assert word in err, err
 
 
+def _set_version(env, version):
+  """Makes the environment's optax say VERSION: metadata and __version__."""
+  for file, line in ((f"optax-{VERSION}.dist-info/METADATA", "Version: {}\n"),
+                     ("optax/__init__.py", '__version__ = "{}"\n')):
+    text = (env.site / file).read_text()
+    assert line.format(VERSION) in text, file
+    (env.site / file).write_text(text.replace(line.format(VERSION),
+                                              line.format(version), 1))
+
+
 def _imports(env):
   return subprocess.run([str(env.python), "-c", "import optax"],
                         capture_output=True, check=False).returncode == 0
@@ -237,9 +247,7 @@ def test_newer_release_than_the_series(env, repo, fixed):
   --check); pristine ones -> exit 3 naming the failing checks and git am."""
   if fixed:
     assert _run(repo, env=env).returncode == 0
-  meta = env.site / f"optax-{VERSION}.dist-info" / "METADATA"
-  meta.write_text(meta.read_text().replace(f"\nVersion: {VERSION}\n",
-                                           "\nVersion: 0.2.9\n", 1))
+  _set_version(env, "0.2.9")
   before = _tree(env.site)
   for args in ((), ("--check",)):
     result = _run(REPO, *args, env=env)
@@ -424,9 +432,7 @@ def test_banner_does_not_disable_the_rollback(repo, env, release):
 def test_unsupported_release(repo, env, version):
   """An optax older than (or between) the supported releases: exit 3, also
   for --check; --force is no option."""
-  meta = env.site / f"optax-{VERSION}.dist-info" / "METADATA"
-  meta.write_text(meta.read_text().replace(f"\nVersion: {VERSION}\n",
-                                           f"\nVersion: {version}\n", 1))
+  _set_version(env, version)
   before = _tree(env.site)
   _refused(_run(repo, "--check", env=env), 3, "not a supported release")
   _refused(_run(repo, env=env), 3, "git am patches/main/*.patch")
@@ -756,3 +762,68 @@ def test_list_and_help(repo):
   assert helped.returncode == 0 and "exit codes" in helped.stdout
   assert " 11  --check: partly applied" in helped.stdout
   assert "   8  putting files back failed too" in helped.stdout
+
+
+def test_stdout_reader_gone_changes_no_outcome(repo, env, release):
+  """stdout's reader gone (| head -1): the run goes on as if read. Checks
+  that regress: exit 1, the release put back; else applied, exit 0."""
+  for checks, code in (("regress", 1), ("", 0)):
+    proc = subprocess.Popen(
+        [sys.executable, str(repo / "tools" / "apply.py"), "--python",
+         str(env.python)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=_environ({"STUB_CHECKS": checks}))
+    proc.stdout.close()
+    result = subprocess.CompletedProcess(proc.args, proc.wait(), "",
+                                         proc.stderr.read())
+    if code:
+      _refused(result, 1, "the released files were put back")
+      assert _tree(env.site) == release
+    else:
+      assert (result.returncode, result.stderr) == (0, "")
+      assert _run(repo, "--check", env=env).returncode == 0
+
+
+def test_relative_python_through_a_symlinked_apply_sh(repo, env, tmp_path):
+  """--python venv/bin/python from its parent, apply.sh run through a
+  symlink: the environment is found (--check: not applied, 10)."""
+  link = tmp_path / "typestable"
+  link.symlink_to(repo / "tools" / "apply.sh")
+  relative = env.python.relative_to(env.python.parents[2])
+  result = subprocess.run(["bash", str(link), "--python", str(relative),
+                           "--check"], capture_output=True, text=True,
+                          cwd=env.python.parents[2], env=_environ({}),
+                          check=False)
+  assert result.returncode == 10, result.stdout + result.stderr
+  assert result.stdout.startswith(f"{env.python}: optax {VERSION}")
+
+
+def test_python_variables_of_the_caller_do_not_matter(repo, env):
+  """apply.sh runs apply.py with -E: PYTHONSAFEPATH, PYTHONOPTIMIZE=2
+  (no docstrings), a PYTHONHOME elsewhere change nothing."""
+  assert _sh(repo, "--check", "--python", str(env.python),
+             PYTHONSAFEPATH="1").returncode == 10
+  helped = _sh(repo, "--help", PYTHONOPTIMIZE="2", PYTHONHOME="/nonexistent")
+  assert helped.returncode == 0 and "exit codes" in helped.stdout
+
+
+def test_version_metadata_missing_or_not_that_of_the_files(repo, env):
+  """optax's metadata without a Version, or with another than its
+  __init__.py's: exit 4, one line, nothing changed."""
+  meta = next(env.site.glob("optax-*.dist-info")) / "METADATA"
+  text = meta.read_text()
+  for version in ("", "Version: 0.2.7\n"):
+    meta.write_text(text.replace(f"Version: {VERSION}\n", version))
+    _refused(_run(repo, env=env), 4, "__init__.py")
+    assert _run(repo, "--check", env=env).returncode == 4
+  meta.write_text(text)
+
+
+def test_target_with_an_interpreter_that_is_not_python(repo, tmp_path):
+  """--target with --python /bin/true or a missing file: exit 2, one line
+  (the checks could not have run), the tree unchanged."""
+  checkout = series.overlay(VERSION, tmp_path / "checkout")
+  before = _tree(checkout)
+  for python, said in (("/bin/true", "not a Python"),
+                       (tmp_path / "missing", "No such file or directory")):
+    _refused(_run(repo, "--target", str(checkout), python=python), 2, said)
+  assert _tree(checkout) == before

@@ -16,7 +16,8 @@ exit codes (nothing is changed on 2-6; --dry-run: apply's):
    3  unsupported release, or newer and without the fix: git am a checkout
    4  a touched file or optax's version is missing or modified by someone
       else, also while this runs
-   5  a touched file is a symlink, or a file or its directory is not writable
+   5  a touched file is a symlink or another user's (root: any), or a file
+      or its directory is not writable
    6  patches/ is broken: missing, not UTF-8, invalid, not the pinned sha256
    7  writing failed: the files already replaced were put back
    8  putting files back failed too: the message names those still patched
@@ -50,11 +51,19 @@ class Failure(Exception):
   """Exit code and a one-line message."""
 
 
+def say(*text):  # stdout's reader may be gone (| head): the run goes on
+  try:
+    print(*text, flush=True)
+  except OSError:  # the rest, and the flush at exit, to /dev/null
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def interpreter(args):
   """The python of the environment to patch (the order of --help)."""
   prefix = os.environ.get("VIRTUAL_ENV") or os.environ.get("CONDA_PREFIX")
-  if args.python is not None or prefix:
-    return args.python or os.path.join(prefix, "bin", "python")
+  if args.python is not None or prefix:  # a name on PATH, or a path
+    python = args.python or os.path.join(prefix, "bin", "python")
+    return os.path.abspath(shutil.which(python) or python)
   path, venv = shutil.which("python3"), REPO / ".venv" / "bin" / "python"
   with contextlib.suppress(OSError, subprocess.SubprocessError):
     if path and (checks.run(path, "--where", timeout=120)[0] or {}).get(
@@ -63,7 +72,7 @@ def interpreter(args):
   if not venv.exists() and args.mode == "apply" and not args.target:
     new = max(series.targets(), key=lambda t: series.version_key(t.release))
     pins = [f"{p}=={new.jax_pin}" for p in ("jax", "jaxlib") if new.jax_pin]
-    print(f"{venv}: no environment has optax: making it, optax {new.release}")
+    say(f"{venv}: no environment has optax: making it, optax {new.release}")
     for cmd in ([sys.executable, "-m", "venv", str(venv.parents[1])], [
         venv, "-m", "pip", "install", "-q", REPO, f"optax=={new.release}",
         *pins]):
@@ -77,19 +86,18 @@ def interpreter(args):
 
 def environment(python, target):
   """(version, root holding optax/) of --target's tree or PYTHON's optax."""
-  if target:
-    init = pathlib.Path(target, "optax", "__init__.py")
-    text = init.read_text(errors="replace") if init.is_file() else ""
-    m = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.M)
-    if not m:
-      raise Failure(2, f"not an optax source tree: {target}")
-    return m.group(1), pathlib.Path(os.path.abspath(target))
-  try:
+  try:  # the interpreter of the checks, also for --target
     got = checks.run(python, "--where", timeout=120)[0]
   except (OSError, subprocess.SubprocessError) as e:
-    raise Failure(2, f"cannot run {python}: {e.strerror or e}") from None
+    raise Failure(2, f"cannot run {python}: "
+                  f"{getattr(e, 'strerror', 0) or e}") from None
   if not got:
     raise Failure(2, f"not a Python 3.8+ interpreter: {python}")
+  if target:
+    version = written(pathlib.Path(target, "optax", "__init__.py"))
+    if not version:
+      raise Failure(2, f"not an optax source tree: {target}")
+    return version, pathlib.Path(os.path.abspath(target))
   if not got["optax"]:
     raise Failure(2, f"no optax in the environment of {python} (install it: "
                   f"{python} -m pip install optax)")
@@ -97,16 +105,18 @@ def environment(python, target):
   if not os.path.isfile(init):
     raise Failure(2, f"optax {version} of {python} is not installed as files "
                   f"({init} is missing: editable? use --target CHECKOUT)")
+  if not version or written(init) not in (None, version):
+    raise Failure(4, f"optax's metadata says version {version}, its {init} "
+                  f"says {written(init)}: reinstall optax")
   return version, pathlib.Path(init).parents[1]
 
 
-def readable(files):
-  for file in files:  # what the repository supplies: exit 6 if damaged
-    try:
-      file.read_bytes().decode()
-    except (OSError, UnicodeError) as e:
-      raise Failure(6, f"{file.relative_to(REPO)}: "
-                    f"{getattr(e, 'strerror', 0) or 'not UTF-8'}") from None
+def written(init):
+  """The __version__ literal of optax/__init__.py INIT, or None."""
+  m = os.path.isfile(init) and re.search(
+      r"^__version__\s*=\s*['\"]([^'\"]+)['\"]",
+      pathlib.Path(init).read_text(errors="replace"), re.M)
+  return m and m.group(1)
 
 
 def classify(root, pins, fix):
@@ -145,6 +155,8 @@ def dead(pid):  # of a temporary's name: a run that is gone, or this one
     return pid.isdigit() and (int(pid) == os.getpid() or os.kill(int(pid), 0))
   except (ProcessLookupError, OverflowError):
     return True
+  except PermissionError:  # alive: another user's
+    return False
 
 
 def hook(point):
@@ -208,7 +220,7 @@ def verdicts(python, root, target, label):
     if label != "after":
       raise Failure(2, f"{why}: nothing changed")
   for line in [why] if why else [c[2] for c in got["checks"]]:
-    print(f"  {label}: {line}")
+    say(f"  {label}: {line}")
   return why or {name for name, passed, _ in got["checks"] if passed}
 
 
@@ -224,26 +236,23 @@ def unknown(version, python, root, target):
     raise Failure(3, f"optax {version} is newer than the series and " + (
         passed if isinstance(passed, str) else f"{', '.join(failing)} fail")
                   + f"; {GIT_AM}")
-  print(f"optax {version} already has the fix: nothing to patch")
+  say(f"optax {version} already has the fix: nothing to patch")
   return 0
 
 
 def run(args):
-  readable([series.PATCHES / "targets.tsv"])
   if args.mode == "list":
     for t in series.targets():
-      print(f"optax {t.release}: patches/{t.folder}"
-            + (f" (with jax {t.jax_pin})" if t.jax_pin else ""))
+      say(f"optax {t.release}: patches/{t.folder}"
+          + (f" (with jax {t.jax_pin})" if t.jax_pin else ""))
     return 0
   python = interpreter(args)
   version, root = environment(python, args.target)
   folder = {t.release: t.folder for t in series.targets()}.get(version)
-  print(f"{python}: optax {version} in {root / 'optax'}"
-        + (f", series patches/{folder}" if folder else ""))
+  say(f"{python}: optax {version} in {root / 'optax'}"
+      + (f", series patches/{folder}" if folder else ""))
   if not folder:
     return unknown(version, python, root, args.target)
-  readable(series.patch_files(folder)
-           + [series.PATCHES / "manifest" / f"{version}.sha256"])
   pins = series.manifest(version)
   fix = (f"{python} -m pip install --force-reinstall --no-deps optax=={version}"
          if not args.target else f"restore optax {version}'s file in {root}")
@@ -260,31 +269,34 @@ def run(args):
           if kinds[p] != goal]
   if args.mode == "check":
     code = 0 if not todo else 10 if len(todo) == len(kinds) else 11
-    print({0: "applied", 10: "not applied"}.get(code, "partly applied (an "
-          "interrupted run): apply or --revert completes it"))
+    say({0: "applied", 10: "not applied"}.get(code, "partly applied (an "
+        "interrupted run): apply or --revert completes it"))
     return code
   contents = versions(folder, pins, kinds, data)
   left = [t for p in pins for t in (root / p).parent.glob(TMP.format(
       pathlib.Path(p).name, "*")) if t.is_file() and not t.is_symlink()
           and dead(t.name.split(".")[-2])]  # only regular files are ours
   if not todo and not left:
-    print(f"already {'applied' if goal == 'patched' else 'as released'}: "
-          "nothing changed")
+    say(f"already {'applied' if goal == 'patched' else 'as released'}: "
+        "nothing changed")
     return 0
   places = sorted({root / p for p in pins} | {(root / p).parent for p in pins})
+  # Not writable, or another user's file (only root can keep its owner).
   blocker = next((p for p in places if not os.stat(p).st_mode & 0o222
-                  or not os.access(p, os.W_OK)), None)
+                  or not os.access(p, os.W_OK) or p.is_file()
+                  and os.geteuid() not in (0, os.stat(p).st_uid)), None)
   if args.mode == "dry-run" or blocker:
-    print(f"would write the {goal} {', '.join(todo) or 'nothing'} and remove "
-          f"{len(left)} leftover temporaries; writable: "
-          f"{'no' if blocker else 'yes'}")
+    say(f"would write the {goal} {', '.join(todo) or 'nothing'} and remove "
+        f"{len(left)} leftover temporaries; writable: "
+        f"{'no' if blocker else 'yes'}")
     if blocker:
-      raise Failure(5, f"refused: {blocker} is not writable (a read-only "
-                    "install?): nothing changed")
+      raise Failure(5, f"refused: {blocker} is not writable, or not with its "
+                    "owner and group kept (a read-only or shared install?): "
+                    "nothing changed")
     return 0
   for tmp in left:
     tmp.unlink(missing_ok=True)  # another run may have been quicker
-    print(f"removed a leftover temporary: {tmp}")
+    say(f"removed a leftover temporary: {tmp}")
   checked = bool(todo) and goal == "patched"
   hook("checks-before")
   before = verdicts(python, root, args.target, "before") if checked else None
@@ -297,7 +309,7 @@ def run(args):
       f"__pycache__/{pathlib.Path(p).stem}.*.pyc")]:  # touched modules only
     with contextlib.suppress(OSError):  # if stale, Python rechecks it
       pyc.unlink()
-  print(f"wrote the {goal} {', '.join(done) or 'nothing'}")
+  say(f"wrote the {goal} {', '.join(done) or 'nothing'}")
   if not checked:
     return 0
   hook("checks-after")
@@ -313,9 +325,9 @@ def run(args):
         f"after: {after}")
     put_back(root, contents, order[::-1], "released", 1, reason, rerun)
   if isinstance(before, str):
-    print("the checks could not run before: applied anyway (every file has "
-          "its pinned sha256)")
-  print(f"applied patches/{folder} to optax {version} (undo: --revert)")
+    say("the checks could not run before: applied anyway (every file has "
+        "its pinned sha256)")
+  say(f"applied patches/{folder} to optax {version} (undo: --revert)")
   return 0
 
 
@@ -324,7 +336,7 @@ class Parser(argparse.ArgumentParser):
     raise Failure(2, f"{message} (see --help)")
 
   def print_help(self, file=None):
-    print(__doc__.rstrip(), file=file)
+    say(__doc__.rstrip())
 
 
 def main(argv):
@@ -335,7 +347,6 @@ def main(argv):
   for m in ("check", "revert", "dry-run", "list"):
     mode.add_argument(f"--{m}", dest="mode", action="store_const", const=m,
                       default="apply")
-  sys.stdout.reconfigure(line_buffering=True)
   try:
     args = parser.parse_args(argv)
     if "" in (args.python, args.target):
@@ -346,7 +357,7 @@ def main(argv):
   except series.SeriesError as e:
     code, msg = 6, f"{e}: nothing changed"
   except OSError as e:
-    code, msg = 5, f"{e.filename or ''}: {e.strerror or e}: nothing changed"
+    code, msg = 5, f"{e.filename or 'error'}: {e.strerror or e}: nothing changed"
   except KeyboardInterrupt:
     code, msg = 130, "interrupted: rerun apply or --revert to complete it"
   print(f"apply.py: {msg}", file=sys.stderr)

@@ -2,9 +2,10 @@
 # The command users run: finds a Python 3.8+ and hands over to tools/apply.py
 # (same arguments, same exit codes: see --help).
 set -euo pipefail
+# -E: the caller's PYTHON* variables (PYTHONSAFEPATH, PYTHONHOME...) do not apply.
 for py in python3 python; do
-  if "$py" -c 'import sys; sys.exit(sys.version_info < (3, 8))' 2>/dev/null; then
-    exec "$py" -B "$(dirname "$0")/apply.py" "$@"
+  if "$py" -E -c 'import sys; sys.exit(sys.version_info < (3, 8))' 2>/dev/null; then
+    exec "$py" -B -E "$(dirname "$(readlink -f "$0")")/apply.py" "$@"
   fi
 done
 echo "apply.sh: no Python 3.8+ (python3 or python) on PATH" >&2

@@ -12,7 +12,6 @@ one file at a time with GNU patch (no fuzz), so every file is either as
 released or as patched, never half-way.
 
 usage: series.py matrix                   release, folder, jax, python (TSV)
-       series.py wheel RELEASE            the path of RELEASE's PyPI wheel
        series.py tests RELEASE TREE       test files in TREE of the files of
                                           RELEASE's series and their modules
        series.py overlay RELEASE DEST [--pristine]
@@ -42,6 +41,16 @@ class SeriesError(Exception):
   """A series, a target or a file is not what it must be (one-line message)."""
 
 
+def read(path):
+  """The text of a file of this repository; SeriesError naming it if it is
+  missing or not UTF-8."""
+  try:
+    return path.read_bytes().decode()
+  except (OSError, UnicodeError) as e:
+    raise SeriesError(f"{path.relative_to(REPO)}: "
+                      f"{getattr(e, 'strerror', 0) or 'not UTF-8'}") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class Target:
   release: str
@@ -52,7 +61,7 @@ class Target:
 def targets():
   """The supported releases, in the order of patches/targets.tsv."""
   return [Target(*(line.split("\t") + ["", ""])[:3])
-          for line in (PATCHES / "targets.tsv").read_text().splitlines()
+          for line in read(PATCHES / "targets.tsv").splitlines()
           if line.strip() and not line.startswith("#")]
 
 
@@ -98,7 +107,7 @@ def patch_files(folder):
 
 def base_commit(folder):
   m = re.search(r"^base-commit: ([0-9a-f]{40})$",
-                patch_files(folder)[0].read_text(), re.M)
+                read(patch_files(folder)[0]), re.M)
   return m.group(1) if m else None
 
 
@@ -112,7 +121,7 @@ _DIFF_HEAD = re.compile(r"diff --git a/(optax/\S+\.py) b/\1\n"
 
 def _sections(patch):
   """Yields (path, diff text) for each file of one format-patch file."""
-  text = re.split(r"^base-commit: |^-- \n(?=\S*\n*\Z)", patch.read_text(),
+  text = re.split(r"^base-commit: |^-- \n(?=\S*\n*\Z)", read(patch),
                   flags=re.M)[0]
   for diff in re.split(r"^(?=diff --git )", text, flags=re.M)[1:]:
     m = _DIFF_HEAD.match(diff)
@@ -178,11 +187,7 @@ def manifest(release):
   """{path: (sha256 as released, sha256 as patched)} of RELEASE's series."""
   pins = {}
   path = PATCHES / "manifest" / f"{release}.sha256"
-  try:
-    text = path.read_text()
-  except OSError as e:
-    raise SeriesError(f"cannot read {path.relative_to(REPO)}: {e.strerror}") from None
-  for line in text.splitlines():
+  for line in read(path).splitlines():
     fields = line.split()
     if (len(fields) != 3 or not all(re.fullmatch(r"[0-9a-f]{64}", f)
                                     for f in fields[:2])):
@@ -252,8 +257,6 @@ def main(argv):
     import importlib.metadata  # pylint: disable=g-import-not-at-top
     for row in matrix(importlib.metadata.version("jax")):
       print("\t".join(row))
-  elif cmd == "wheel" and len(args) == 1:
-    print(wheel(args[0]))
   elif cmd == "tests" and len(args) == 2:
     print("\n".join(test_files(target(args[0]).folder, args[1])))
   elif cmd == "overlay" and args[2:] in ([], ["--pristine"]) and len(args) > 1:
