@@ -808,7 +808,8 @@ def test_python_variables_of_the_caller_do_not_matter(repo, env):
 
 def test_version_metadata_missing_or_not_that_of_the_files(repo, env):
   """optax's metadata without a Version, or with another than its
-  __init__.py's: exit 4, one line, nothing changed."""
+  __init__.py's: exit 4, one line, nothing changed. A build of optax main
+  (__version__ 0.2.9.dev, metadata 0.2.9.dev0) is a newer release: exit 3."""
   meta = next(env.site.glob("optax-*.dist-info")) / "METADATA"
   text = meta.read_text()
   for version in ("", "Version: 0.2.7\n"):
@@ -816,6 +817,10 @@ def test_version_metadata_missing_or_not_that_of_the_files(repo, env):
     _refused(_run(repo, env=env), 4, "__init__.py")
     assert _run(repo, "--check", env=env).returncode == 4
   meta.write_text(text)
+  _set_version(env, "0.2.9.dev0")
+  init = env.site / "optax" / "__init__.py"
+  init.write_text(init.read_text().replace('"0.2.9.dev0"', '"0.2.9.dev"'))
+  _refused(_run(repo, env=env), 3, "newer than the series")
 
 
 def test_target_with_an_interpreter_that_is_not_python(repo, tmp_path):

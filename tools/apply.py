@@ -65,6 +65,7 @@ def interpreter(args):
     python = args.python or os.path.join(prefix, "bin", "python")
     return os.path.abspath(shutil.which(python) or python)
   path, venv = shutil.which("python3"), REPO / ".venv" / "bin" / "python"
+  path = path and os.path.abspath(path)  # PATH may hold a relative folder
   with contextlib.suppress(OSError, subprocess.SubprocessError):
     if path and (checks.run(path, "--where", timeout=120)[0] or {}).get(
         "optax"):
@@ -88,9 +89,9 @@ def environment(python, target):
   """(version, root holding optax/) of --target's tree or PYTHON's optax."""
   try:  # the interpreter of the checks, also for --target
     got = checks.run(python, "--where", timeout=120)[0]
-  except (OSError, subprocess.SubprocessError) as e:
-    raise Failure(2, f"cannot run {python}: "
-                  f"{getattr(e, 'strerror', 0) or e}") from None
+  except (OSError, subprocess.SubprocessError) as e:  # or TimeoutExpired
+    why = getattr(e, "strerror", 0) or "no answer in 120 s"
+    raise Failure(2, f"cannot run {python}: {why}") from None
   if not got:
     raise Failure(2, f"not a Python 3.8+ interpreter: {python}")
   if target:
@@ -105,7 +106,8 @@ def environment(python, target):
   if not os.path.isfile(init):
     raise Failure(2, f"optax {version} of {python} is not installed as files "
                   f"({init} is missing: editable? use --target CHECKOUT)")
-  if not version or written(init) not in (None, version):
+  if not version or written(init) and series.version_key(  # .dev is .dev0
+      written(init)) != series.version_key(version):
     raise Failure(4, f"optax's metadata says version {version}, its {init} "
                   f"says {written(init)}: reinstall optax")
   return version, pathlib.Path(init).parents[1]
@@ -152,7 +154,7 @@ def versions(folder, pins, kinds, data):
 
 def dead(pid):  # of a temporary's name: a run that is gone, or this one
   try:
-    return pid.isdigit() and (int(pid) == os.getpid() or os.kill(int(pid), 0))
+    return pid.isdecimal() and (int(pid) == os.getpid() or os.kill(int(pid), 0))
   except (ProcessLookupError, OverflowError):
     return True
   except PermissionError:  # alive: another user's
@@ -281,10 +283,11 @@ def run(args):
         "nothing changed")
     return 0
   places = sorted({root / p for p in pins} | {(root / p).parent for p in pins})
-  # Not writable, or another user's file (only root can keep its owner).
+  mine = {(os.geteuid(), g) for g in (os.getegid(), *os.getgroups())}
+  # Not writable, or (but for root) an owner and group it could not keep.
   blocker = next((p for p in places if not os.stat(p).st_mode & 0o222
-                  or not os.access(p, os.W_OK) or p.is_file()
-                  and os.geteuid() not in (0, os.stat(p).st_uid)), None)
+                  or not os.access(p, os.W_OK) or p.is_file() and os.geteuid()
+                  and (os.stat(p).st_uid, os.stat(p).st_gid) not in mine), None)
   if args.mode == "dry-run" or blocker:
     say(f"would write the {goal} {', '.join(todo) or 'nothing'} and remove "
         f"{len(left)} leftover temporaries; writable: "
@@ -357,10 +360,11 @@ def main(argv):
   except series.SeriesError as e:
     code, msg = 6, f"{e}: nothing changed"
   except OSError as e:
-    code, msg = 5, f"{e.filename or 'error'}: {e.strerror or e}: nothing changed"
+    code, msg = 5, f"{e.filename or 'OS'}: {e.strerror or e}: nothing changed"
   except KeyboardInterrupt:
     code, msg = 130, "interrupted: rerun apply or --revert to complete it"
-  print(f"apply.py: {msg}", file=sys.stderr)
+  with contextlib.suppress(OSError):  # stderr's reader may be gone too
+    print(f"apply.py: {msg}", file=sys.stderr)
   return code
 
 

@@ -107,7 +107,8 @@ def main(argv):
   sys.path[:0] = args.path
   if args.where:
     d = next(iter(importlib.metadata.distributions(name="optax")), None)
-    found = d and [d.version, os.fspath(d.locate_file("optax/__init__.py"))]
+    found = d and [d.metadata.get("Version"),
+                   os.fspath(d.locate_file("optax/__init__.py"))]
     save(args.json, found, None, [])
     return 0
   try:

@@ -170,7 +170,7 @@ def patch_content(diffs, content, reverse=False):
              "--no-backup-if-mismatch", str(target_file)]
       try:
         res = subprocess.run(cmd + (["--reverse"] if reverse else []),
-                             input=diff, text=True, capture_output=True,
+                             input=diff.encode(), capture_output=True,
                              check=False)
       except FileNotFoundError:
         raise SeriesError("GNU patch is needed (apt-get install patch)") from None
