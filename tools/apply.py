@@ -16,8 +16,8 @@ exit codes (nothing is changed on 2-6; --dry-run: apply's):
    3  unsupported release, or newer and without the fix: git am a checkout
    4  a touched file or optax's version is missing or modified by someone
       else, also while this runs
-   5  a touched file is a symlink or another user's (root: any), or a file
-      or its directory is not writable
+   5  a touched file is a symlink, not yours and your group's (unless you
+      are root), or it or its directory is not writable
    6  patches/ is broken: missing, not UTF-8, invalid, not the pinned sha256
    7  writing failed: the files already replaced were put back
    8  putting files back failed too: the message names those still patched
