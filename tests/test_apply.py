@@ -122,13 +122,17 @@ def _sh(repo, *args, **extra):
                         timeout=900, check=False)
 
 
-def _stopped(repo, env, point, *args, **extra):
-  """apply.py ARGS started and stopped by its hook at POINT."""
-  proc = subprocess.Popen(
+def _started(repo, env, *args, **extra):
+  """apply.py ARGS on ENV, running (its own process group), output piped."""
+  return subprocess.Popen(
       [sys.executable, str(repo / "tools" / "apply.py"), "--python",
        str(env.python), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True, start_new_session=True,
-      env=_environ(dict(extra, OPTAX_TYPESTABLE_STOP_AT=point)))
+      text=True, start_new_session=True, env=_environ(extra))
+
+
+def _stopped(repo, env, point, *args, **extra):
+  """apply.py ARGS started and stopped by its hook at POINT."""
+  proc = _started(repo, env, *args, OPTAX_TYPESTABLE_STOP_AT=point, **extra)
   _, status = os.waitpid(proc.pid, os.WUNTRACED)
   assert os.WIFSTOPPED(status), f"did not stop at {point}: {proc.communicate()}"
   return proc
@@ -693,10 +697,7 @@ def test_target_checkout_without_building_a_venv(tmp_path):
 
 def test_concurrent_runs_both_apply(repo, env):
   """Two applies at once: both exit 0, --check says applied."""
-  procs = [subprocess.Popen(
-      [sys.executable, str(repo / "tools" / "apply.py"), "--python",
-       str(env.python)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True) for _ in range(2)]
+  procs = [_started(repo, env) for _ in range(2)]
   outs = [p.communicate(timeout=300) for p in procs]
   assert [p.returncode for p in procs] == [0, 0], outs
   assert _run(repo, "--check", env=env).returncode == 0
@@ -768,10 +769,7 @@ def test_stdout_reader_gone_changes_no_outcome(repo, env, release):
   """stdout's reader gone (| head -1): the run goes on as if read. Checks
   that regress: exit 1, the release put back; else applied, exit 0."""
   for checks, code in (("regress", 1), ("", 0)):
-    proc = subprocess.Popen(
-        [sys.executable, str(repo / "tools" / "apply.py"), "--python",
-         str(env.python)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=_environ({"STUB_CHECKS": checks}))
+    proc = _started(repo, env, STUB_CHECKS=checks)
     proc.stdout.close()
     result = subprocess.CompletedProcess(proc.args, proc.wait(), "",
                                          proc.stderr.read())

@@ -106,10 +106,10 @@ def environment(python, target):
   if not os.path.isfile(init):
     raise Failure(2, f"optax {version} of {python} is not installed as files "
                   f"({init} is missing: editable? use --target CHECKOUT)")
-  if not version or written(init) and series.version_key(  # .dev is .dev0
-      written(init)) != series.version_key(version):
+  key, literal = series.version_key, written(init)  # .dev is .dev0
+  if not version or literal and key(literal) != key(version):
     raise Failure(4, f"optax's metadata says version {version}, its {init} "
-                  f"says {written(init)}: reinstall optax")
+                  f"says {literal}: reinstall optax")
   return version, pathlib.Path(init).parents[1]
 
 
