@@ -80,6 +80,15 @@ def version_key(version):
   return tuple(int(n) for n in re.findall(r"\d+", version)[:3])
 
 
+def _at_least(release, meta, field):
+  """X of `FIELD ... >=X` in RELEASE's METADATA (more specifiers may follow)."""
+  line = re.search(rf"^{field}(?![\w-])([^;\n]*)", meta, re.M)
+  low = line and re.search(r">=\s*([\d.]+)", line[1])
+  if not low:
+    raise SeriesError(f"optax {release}: its wheel declares no {field} >=")
+  return low[1]
+
+
 def matrix(newest):
   """[(release, folder, jax, python)]: each release with the minimum jax its
   wheel declares (Requires-Dist) and the newest it runs with (its pin, else
@@ -89,8 +98,8 @@ def matrix(newest):
   for t in targets():
     with zipfile.ZipFile(wheel(t.release)) as zf:
       meta = zf.read(f"optax-{t.release}.dist-info/METADATA").decode()
-    low = re.search(r"^Requires-Dist: jax>=([\d.]+)$", meta, re.M)[1]
-    python = re.search(r"^Requires-Python: >=([\d.]+)$", meta, re.M)[1]
+    low = _at_least(t.release, meta, "Requires-Dist: jax")
+    python = _at_least(t.release, meta, "Requires-Python:")
     old = version_key(python) <= version_key(OLDEST_PYTHON)
     rows.append((t.release, t.folder, low, OLDEST_PYTHON if old else ""))
     if version_key(t.jax_pin or newest) > version_key(low):
