@@ -1,17 +1,9 @@
-"""The definition of our patch series, shared by every tool and test.
+"""The definition of our patch series (patches/, CONTRIBUTING.md: The
+series), shared by every tool and test. A series' patches are applied one
+file at a time with GNU patch (no fuzz): a file is as released or as patched.
 
-  patches/targets.tsv              optax release -> series folder -> jax pin
-  patches/<folder>/NNNN-*.patch    git format-patch files, in name order
-  patches/manifest/<release>.sha256
-                                   per file a series touches: its sha256 as
-                                   released and as patched
-
-A series may only modify existing regular files under optax/: no new,
-deleted, renamed or symlinked files and no mode changes. Patches are applied
-one file at a time with GNU patch (no fuzz), so every file is either as
-released or as patched, never half-way.
-
-usage: series.py matrix                   release, folder, jax, python (TSV)
+usage: series.py matrix                   the support matrix: release, folder,
+                                          jax, python (TSV)
        series.py tests RELEASE TREE       test files in TREE of the files of
                                           RELEASE's series and their modules
        series.py overlay RELEASE DEST [--pristine]
