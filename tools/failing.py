@@ -1,11 +1,10 @@
 """Does a test fail? The one rule of tools/test.sh (step 2) and upstream.py.
 
 A test function fails if pytest reports one of its cases FAILED. A case that
-fails only in a subTest is PASSED (with SUBFAILED lines): that is no failure,
-nor are ERROR and SKIPPED. A case counts for the function it was made from
-(pytest's parametrize, absl's parameters, product and named_parameters),
-whatever its name. As a pytest plugin (`-p failing`, tools/ on PYTHONPATH),
-it writes the cases to --failing-cases=FILE; run() does all of that.
+fails only in a subTest is PASSED (with SUBFAILED lines): no failure, nor are
+ERROR and SKIPPED. A case counts for the function it was made from (pytest's
+parametrize; absl's parameters, product, named_parameters), whatever its
+name. run() runs pytest with this module as a plugin (`-p failing`).
 
 usage: failing.py NAME... -- PYTEST_ARG...
   runs `python -m pytest PYTEST_ARG...` and prints per NAME how many of its
@@ -84,7 +83,8 @@ def fails(counts, name):
 
 def main(argv):
   if "--" not in argv[1:]:
-    print("usage: " + __doc__.split("usage: ")[1], file=sys.stderr, end="")
+    print("failing.py: usage: failing.py NAME... -- PYTEST_ARG...",
+          file=sys.stderr)
     return 2
   names, args = argv[:argv.index("--")], argv[argv.index("--") + 1:]
   rc, lines, counts = run(args, pythonpath=os.environ.get("PYTHONPATH", ""))
