@@ -12,9 +12,10 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 # ==============================================================================
-"""What the tests of optax_tests/ share: x64, L-BFGS and its steps.
+"""What the tests of optax_tests/ share: x64, types, L-BFGS and its steps.
 
-Public optax API only, for every release from 0.2.3 and jax from 0.4.27.
+Public optax API only, for every release from 0.2.3 and jax from 0.4.27: the
+jax compatibility of optax_tests/ is here (x64_precision, types).
 """
 
 import contextlib
@@ -27,12 +28,23 @@ import optax
 @contextlib.contextmanager
 def x64_precision(enable_x64: bool):
   """Sets jax_enable_x64 inside the context, as optax's own tests do."""
+  # jax 0.4.27 has no jax.enable_x64, newer jax no jax.experimental.enable_x64.
   previous = jax.config.read('jax_enable_x64')
   jax.config.update('jax_enable_x64', enable_x64)
   try:
     yield
   finally:
     jax.config.update('jax_enable_x64', previous)
+
+
+def types(fn, *args):
+  """Structure, shapes, dtypes and weak types of fn(*args), only traced."""
+  # Not jax.eval_shape: its ShapeDtypeStructs lack weak_type in jax 0.4.27.
+  jaxpr, out = jax.make_jaxpr(fn, return_shape=True)(*args)
+  return jax.tree.unflatten(
+      jax.tree.structure(out),
+      [(x.shape, jnp.dtype(x.dtype), x.weak_type) for x in jaxpr.out_avals],
+  )
 
 
 # float32 parameters without and with x64, and float64 parameters.

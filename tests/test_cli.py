@@ -30,7 +30,7 @@ def test_help_exits_0(tool, flag):
 @pytest.mark.parametrize("tool, args", [
     ("series.py", []),
     ("series.py", ["--bogus"]),
-    ("series.py", ["targets", "extra"]),
+    ("series.py", ["matrix", "extra"]),
     ("series.py", ["overlay", "0.2.8"]),
     ("series.py", ["overlay", "0.2.8", "dest", "--bogus"]),
     ("series.py", ["overlay", "9.9.9", "dest"]),

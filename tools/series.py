@@ -1,17 +1,9 @@
-"""The definition of our patch series, shared by every tool and test.
+"""The definition of our patch series (patches/, CONTRIBUTING.md: The
+series), shared by every tool and test. A series' patches are applied one
+file at a time with GNU patch (no fuzz): a file is as released or as patched.
 
-  patches/targets.tsv              optax release -> series folder -> jax pin
-  patches/<folder>/NNNN-*.patch    git format-patch files, in name order
-  patches/manifest/<release>.sha256
-                                   per file a series touches: its sha256 as
-                                   released and as patched
-
-A series may only modify existing regular files under optax/: no new,
-deleted, renamed or symlinked files and no mode changes. Patches are applied
-one file at a time with GNU patch (no fuzz), so every file is either as
-released or as patched, never half-way.
-
-usage: series.py matrix                   release, folder, jax, python (TSV)
+usage: series.py matrix                   the support matrix: release, folder,
+                                          jax, python (TSV)
        series.py tests RELEASE TREE       test files in TREE of the files of
                                           RELEASE's series and their modules
        series.py overlay RELEASE DEST [--pristine]
@@ -80,6 +72,15 @@ def version_key(version):
   return tuple(int(n) for n in re.findall(r"\d+", version)[:3])
 
 
+def _at_least(release, meta, field):
+  """X of `FIELD ... >=X` in RELEASE's METADATA (more specifiers may follow)."""
+  line = re.search(rf"^{field}(?![\w-])([^;\n]*)", meta, re.M)
+  low = line and re.search(r">=\s*([\d.]+)", line[1])
+  if not low:
+    raise SeriesError(f"optax {release}: its wheel declares no {field} >=")
+  return low[1]
+
+
 def matrix(newest):
   """[(release, folder, jax, python)]: each release with the minimum jax its
   wheel declares (Requires-Dist) and the newest it runs with (its pin, else
@@ -89,8 +90,8 @@ def matrix(newest):
   for t in targets():
     with zipfile.ZipFile(wheel(t.release)) as zf:
       meta = zf.read(f"optax-{t.release}.dist-info/METADATA").decode()
-    low = re.search(r"^Requires-Dist: jax>=([\d.]+)$", meta, re.M)[1]
-    python = re.search(r"^Requires-Python: >=([\d.]+)$", meta, re.M)[1]
+    low = _at_least(t.release, meta, "Requires-Dist: jax")
+    python = _at_least(t.release, meta, "Requires-Python:")
     old = version_key(python) <= version_key(OLDEST_PYTHON)
     rows.append((t.release, t.folder, low, OLDEST_PYTHON if old else ""))
     if version_key(t.jax_pin or newest) > version_key(low):

@@ -4,7 +4,8 @@ For every public optimizer of the installed optax (functions of optax and
 optax.contrib that build a GradientTransformation from default arguments and
 learning_rate=0.1), parameter dtype, x64 off/on and configuration, compares
 the leaves (shape, dtype, weak_type) of the states of `init` and of one
-`update`, both from jax.eval_shape (nothing is compiled).
+`update`, both from jax.eval_shape (nothing is compiled; it needs a jax whose
+results carry weak_type: not 0.4.27).
 
   python tools/state_types.py [--strict] [--only NAME[,NAME]] [--config C[,C]]
 
@@ -116,6 +117,8 @@ def main(argv=None):
                       help='also list the cases that cannot be built or run')
   parser.error = lambda msg: parser.exit(2, f'state_types.py: {msg}\n')
   args = parser.parse_args(argv)
+  if not hasattr(jax.eval_shape(lambda: 0.0), 'weak_type'):
+    parser.error(f'jax {jax.__version__}: jax.eval_shape gives no weak types')
   only = set(args.only.split(',')) if args.only else None
   configs = args.config.split(',') if args.config else CONFIGS
   unknown = set(configs) - set(CONFIGS)
