@@ -22,8 +22,10 @@ import pytest
 
 import checks
 import series
-from test_apply import PINS, VERSION, LINESEARCH, _refused, _repo_copy, _run  # pylint: disable=g-multiple-import
-from test_apply import env, repo, template  # pylint: disable=unused-import,g-multiple-import
+# The environments, the stub checks and the helpers of test_apply.py.
+# pylint: disable=g-multiple-import,unused-import,redefined-outer-name
+from test_apply import LINESEARCH, PINS, VERSION, _refused, _repo_copy, _run
+from test_apply import env, repo, template
 
 WHEEL = f"optax-{VERSION}+typestable-py3-none-any.whl"
 INFO = f"optax-{VERSION}+typestable.dist-info/"
@@ -66,7 +68,7 @@ def _record_hash(data):
 
 
 @pytest.fixture(scope="module")
-def built(repo, tmp_path_factory):  # pylint: disable=redefined-outer-name
+def built(repo, tmp_path_factory):
   """(wheel, sha256) built once with the stub checks, from the wheel cache."""
   out = tmp_path_factory.mktemp("built")
   python, _ = _venv(out / "venv")  # no optax: from the cache
@@ -75,7 +77,7 @@ def built(repo, tmp_path_factory):  # pylint: disable=redefined-outer-name
   return _built(result, out)
 
 
-def test_offline_rebuild_gives_the_same_bytes(repo, env, built, tmp_path):  # pylint: disable=redefined-outer-name
+def test_offline_rebuild_gives_the_same_bytes(repo, env, built, tmp_path):
   """No index, no cache: from the installed release, the same sha256 as from
   the cache; entries sorted, dated 1980, RECORD right, the touched files
   patched, the others the release's. Installed optax patched in place and no
@@ -89,7 +91,8 @@ def test_offline_rebuild_gives_the_same_bytes(repo, env, built, tmp_path):  # py
           "(as its RECORD says)") in result.stdout
   whl, digest = _built(result, tmp_path / "out")
   assert digest == built[1] and not list(empty.iterdir())
-  with zipfile.ZipFile(whl) as zf, zipfile.ZipFile(series.wheel(VERSION)) as rz:
+  with zipfile.ZipFile(whl) as zf, zipfile.ZipFile(
+      series.wheel(VERSION)) as rz:
     names = [i.filename for i in zf.infolist()]
     assert names == sorted(names[:-1], key=lambda n: (n.startswith(INFO), n)
                            ) + [INFO + "RECORD"]
@@ -114,7 +117,7 @@ def test_offline_rebuild_gives_the_same_bytes(repo, env, built, tmp_path):  # py
   assert not (tmp_path / "out2").exists()
 
 
-def test_checks_that_regress_write_no_wheel(repo, env, tmp_path):  # pylint: disable=redefined-outer-name
+def test_checks_that_regress_write_no_wheel(repo, env, tmp_path):
   """A check that passes on the release and fails on the wheel: exit 1."""
   result = _run(repo, "--wheel", tmp_path / "out", env=env,
                 STUB_CHECKS="regress")
@@ -123,14 +126,14 @@ def test_checks_that_regress_write_no_wheel(repo, env, tmp_path):  # pylint: dis
   assert not list((tmp_path / "out").glob("*"))
 
 
-def test_installed_by_hash_is_applied(env, tmp_path):  # pylint: disable=redefined-outer-name
+def test_installed_by_hash_is_applied(env, tmp_path):
   """Real checks: the wheel pinned by hash in a requirements file, pip
   install --require-hashes into a fresh venv: --check applied, every check
   passes, pip list says the local version, pip check is clean, --revert
   names the reinstall, pip uninstall leaves the venv as it was."""
   whl, digest = _built(_run(series.REPO, "--wheel", tmp_path, env=env),
                        tmp_path)
-  python, site_dir = _venv(tmp_path / "venv", *SHARED)
+  python, site_dir = _venv(tmp_path / "fresh", *SHARED)
   empty = sorted(site_dir.rglob("*"))
   req = _requirements(tmp_path / "requirements.txt", whl, digest)
   installed = _pip(python, "install", "--no-deps", "--require-hashes", "-r",
@@ -152,45 +155,56 @@ def test_installed_by_hash_is_applied(env, tmp_path):  # pylint: disable=redefin
   assert sorted(site_dir.rglob("*")) == empty
 
 
-@pytest.mark.skipif(not UV, reason="no uv: pip install . (pyproject.toml)")
-def test_uv_venv(repo, built, tmp_path):  # pylint: disable=redefined-outer-name
-  """A uv venv (no pip): uv pip install --require-hashes of the wheel, then
-  --check applied and --revert's command, run, gives the release; a touched
-  file modified: the hint is uv's; --link-mode symlink: refused, naming
-  --link-mode copy and --wheel."""
-  uv = dict(os.environ, UV_CACHE_DIR=str(tmp_path / "cache"))
-  pythons = {}
-  for name in ("venv", "symlinked"):
-    subprocess.run([UV, "venv", "-q", "--python", sys.executable,
-                    tmp_path / name], check=True, env=uv)
-    pythons[name] = tmp_path / name / "bin" / "python"
-  req = _requirements(tmp_path / "requirements.txt", *built)
-  subprocess.run([UV, "pip", "install", "-q", "--python", pythons["venv"],
-                  "--no-deps", "--require-hashes", "-r", req], check=True,
-                 env=uv)
-  checked = _run(repo, "--check", python=pythons["venv"])
-  assert checked.returncode == 0 and checked.stdout.endswith("applied\n")
-  reverted = _run(repo, "--revert", python=pythons["venv"])
-  fix = (f"uv pip install --python {pythons['venv']} --force-reinstall "
-         f"--no-deps optax=={VERSION}")
-  _refused(reverted, 2, f"to get the release, run: {fix}")
-  subprocess.run(fix.split() + ["--no-index", "--find-links",
-                                series.wheel(VERSION).parent],
-                 check=True, env=uv, capture_output=True)
-  assert _run(repo, "--check", python=pythons["venv"]).returncode == 10
+def _uv_venv(path, *install):
+  """A venv made by uv (no pip), uv pip install INSTALL, its interpreter."""
+  if not UV:
+    pytest.fail("no uv beside this interpreter or on PATH: pip install . "
+                "(pyproject.toml)")
+  uv = dict(os.environ, UV_CACHE_DIR=str(path.parent / "uv-cache"))
+  subprocess.run([UV, "venv", "-q", "--python", sys.executable, path],
+                 check=True, env=uv)
+  subprocess.run([UV, "pip", "install", "-q", "--python", path / "bin/python",
+                  "--no-deps", *install], check=True, env=uv)
+  return path / "bin" / "python", uv
+
+
+def test_uv_venv_hints_say_uv(repo, tmp_path):
+  """A uv venv (no pip): a touched file modified: exit 4, the repair command
+  is uv's, and running it gives the release back; uv's --link-mode symlink
+  install: exit 5 naming --link-mode copy and --wheel."""
+  python, uv = _uv_venv(tmp_path / "venv", series.wheel(VERSION))
   linesearch = next((tmp_path / "venv").glob("lib/python*/site-packages")
                     ) / LINESEARCH
   linesearch.write_text(linesearch.read_text() + "# mine\n")
-  _refused(_run(repo, python=pythons["venv"]), 4, "modified by someone else",
-           fix)
-  subprocess.run([UV, "pip", "install", "-q", "--python",
-                  pythons["symlinked"], "--no-deps", "--link-mode", "symlink",
-                  series.wheel(VERSION)], check=True, env=uv)
-  _refused(_run(repo, python=pythons["symlinked"]), 5, "symlink",
-           "--link-mode copy", "--wheel DIR")
+  fix = (f"uv pip install --python {python} --force-reinstall --no-deps "
+         f"optax=={VERSION}")
+  _refused(_run(repo, python=python), 4, "modified by someone else", fix)
+  subprocess.run(fix.split() + ["--no-index", "--find-links",
+                                series.wheel(VERSION).parent],
+                 check=True, env=uv, capture_output=True)
+  assert _run(repo, "--check", python=python).returncode == 10
+  python, _ = _uv_venv(tmp_path / "symlinked", "--link-mode", "symlink",
+                       series.wheel(VERSION))
+  _refused(_run(repo, python=python), 5, "symlink", "--link-mode copy",
+           "--wheel DIR")
 
 
-def test_read_only_install_names_the_wheel(repo, env, tmp_path):  # pylint: disable=redefined-outer-name
+def test_uv_installs_the_wheel(repo, built, tmp_path):
+  """uv pip install --require-hashes of the wheel into a uv venv: --check
+  applied, --revert names uv's reinstall, uv pip uninstall leaves nothing."""
+  req = _requirements(tmp_path / "requirements.txt", *built)
+  python, uv = _uv_venv(tmp_path / "venv", "--require-hashes", "-r", req)
+  checked = _run(repo, "--check", python=python)
+  assert checked.returncode == 0 and checked.stdout.endswith("applied\n")
+  _refused(_run(repo, "--revert", python=python), 2, "to get the release, "
+           f"run: uv pip install --python {python} --force-reinstall")
+  subprocess.run([UV, "pip", "uninstall", "-q", "--python", python, "optax"],
+                 check=True, env=uv)
+  assert not list(next((tmp_path / "venv").glob(
+      "lib/python*/site-packages")).glob("optax*"))
+
+
+def test_read_only_install_names_the_wheel(repo, env, tmp_path):
   """chmod a-w (also as root): exit 5 names --wheel and the route."""
   subprocess.run(["chmod", "-R", "a-w", str(env.site / "optax")], check=True)
   _refused(_run(repo, env=env), 5, "not writable", "nothing changed",
@@ -222,7 +236,7 @@ def test_read_only_route_as_another_user():
   root = pathlib.Path(tempfile.mkdtemp())
   try:
     root.chmod(0o755)
-    repo = _repo_copy(root / "repo")  # pylint: disable=redefined-outer-name
+    repo = _repo_copy(root / "repo")
     python = root / "venv" / "bin" / "python"
     subprocess.run([_nobody_python(), "-m", "venv", root / "venv"], check=True)
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps",
@@ -268,7 +282,7 @@ def test_read_only_route_as_another_user():
     (("--wheel", "out", "--check"), 2, "not allowed with argument"),
     (("--wheel", "out", "--release", "9.9.9"), 3, "not a supported release"),
 ])
-def test_wheel_usage(repo, env, tmp_path, args, code, words):  # pylint: disable=redefined-outer-name
+def test_wheel_usage(repo, env, tmp_path, args, code, words):
   """Bad --wheel/--release usage: one line, the documented code, no file."""
   (tmp_path / "cwd").mkdir()
   _refused(_run(repo, *args, env=env, cwd=tmp_path / "cwd"), code, words)

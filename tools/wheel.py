@@ -123,8 +123,8 @@ def build(ui, python, release, out_dir):
   release = release or got["optax"][0].replace(LOCAL, "")
   supported = [t.release for t in series.targets()]
   if release not in supported:
-    raise ui.Failure(3, f"optax {release} is not a supported release (supported: "
-                     f"{', '.join(supported)}); {ui.GIT_AM}")
+    raise ui.Failure(3, f"optax {release} is not a supported release "
+                     f"(supported: {', '.join(supported)}); {ui.GIT_AM}")
   files, pins = _release(ui, got["optax"], release), series.manifest(release)
   for path, (released, _) in pins.items():
     if series.sha256(files.get(path, b"")) != released:
@@ -132,21 +132,22 @@ def build(ui, python, release, out_dir):
                        f"(pinned sha256 {released[:12]}): nothing written")
   contents = ui.versions(series.target(release).folder, pins, dict.fromkeys(
       pins, "released"), files)
-  info, ours = f"optax-{release}.dist-info/", f"optax-{release}{LOCAL}.dist-info/"
-  patched = {(ours + n[len(info):] if n.startswith(info) else n): data for n,
-             data in dict(files, **{p: contents[p]["patched"] for p in pins}
-                          ).items()}
-  meta = patched[ours + "METADATA"].decode()
-  if f"\nVersion: {release}\n" not in meta:
+  info, ours = (f"optax-{release}{v}.dist-info/" for v in ("", LOCAL))
+  version = f"\nVersion: {release}\n"
+  if version not in files[info + "METADATA"].decode():
     raise ui.Failure(4, f"{info}METADATA does not say Version: {release}")
-  patched[ours + "METADATA"] = meta.replace(
-      f"\nVersion: {release}\n", f"\nVersion: {release}{LOCAL}\n", 1).encode()
+  patched = dict(files, **{p: contents[p]["patched"] for p in pins}, **{
+      info + "METADATA": files[info + "METADATA"].decode().replace(
+          version, f"\nVersion: {release}{LOCAL}\n").encode()})
+  patched = {(ours + n[len(info):] if n.startswith(info) else n): data
+             for n, data in patched.items()}
   with tempfile.TemporaryDirectory() as tmp:
     verdicts = {}
     for label, tree in (("before", files), ("after", patched)):
       for name, data in tree.items():
-        pathlib.Path(tmp, label, name).parent.mkdir(parents=True, exist_ok=True)
-        pathlib.Path(tmp, label, name).write_bytes(data)
+        file = pathlib.Path(tmp, label, name)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(data)
       verdicts[label] = ui.verdicts(python, pathlib.Path(tmp, label), True,
                                     label)
   before, after = verdicts["before"], verdicts["after"]
