@@ -69,7 +69,8 @@ def _installed(installed, release):
             return None, f"the installed {name} is not as its RECORD says"
   except (OSError, ValueError) as e:
     return None, f"the installed optax's files: {getattr(e, 'strerror', e)}"
-  return files, f"the installed optax in {root} (as its RECORD says)"
+  return (files or None), (f"the installed optax in {root} (as its RECORD "
+                           "says)" if files else "its RECORD lists no file")
 
 
 def _release(ui, installed, release):
