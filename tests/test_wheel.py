@@ -1,7 +1,8 @@
 """tools/apply.sh --wheel: the patched wheel, built, installed and refused.
 
-Environments and the stub checks (no jax) are those of test_apply.py; one
-test builds with the real checks and runs them on the installed wheel. uv
+Environments and the stub checks (no jax) are those of test_apply.py (the
+checks gate a wheel, they do not change its bytes); the real checks run on
+the installed wheel here, and on its build in tests/release_matrix.py. uv
 comes from pyproject.toml (beside this interpreter, or on PATH).
 """
 
@@ -126,16 +127,14 @@ def test_checks_that_regress_write_no_wheel(repo, env, tmp_path):
   assert not list((tmp_path / "out").glob("*"))
 
 
-def test_installed_by_hash_is_applied(env, tmp_path):
-  """Real checks: the wheel pinned by hash in a requirements file, pip
-  install --require-hashes into a fresh venv: --check applied, every check
-  passes, pip list says the local version, pip check is clean, --revert
-  names the reinstall, pip uninstall leaves the venv as it was."""
-  whl, digest = _built(_run(series.REPO, "--wheel", tmp_path, env=env),
-                       tmp_path)
+def test_installed_by_hash_is_applied(built, tmp_path):
+  """The wheel pinned by hash in a requirements file, pip install
+  --require-hashes into a fresh venv: --check applied, every check passes
+  (the real ones), pip list says the local version, pip check is clean,
+  --revert names the reinstall, pip uninstall leaves the venv as it was."""
   python, site_dir = _venv(tmp_path / "fresh", *SHARED)
   empty = sorted(site_dir.rglob("*"))
-  req = _requirements(tmp_path / "requirements.txt", whl, digest)
+  req = _requirements(tmp_path / "requirements.txt", *built)
   installed = _pip(python, "install", "--no-deps", "--require-hashes", "-r",
                    req)
   assert installed.returncode == 0, installed.stdout + installed.stderr
