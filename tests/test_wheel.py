@@ -175,8 +175,8 @@ def test_uv_venv_hints_say_uv(repo, tmp_path):
   linesearch = next((tmp_path / "venv").glob("lib/python*/site-packages")
                     ) / LINESEARCH
   linesearch.write_text(linesearch.read_text() + "# mine\n")
-  fix = (f"uv pip install --python {python} --force-reinstall --no-deps "
-         f"optax=={VERSION}")
+  fix = (f"uv pip install --force-reinstall --no-deps optax=={VERSION} "
+         f"--python {python}")
   _refused(_run(repo, python=python), 4, "modified by someone else", fix)
   subprocess.run(fix.split() + ["--no-index", "--find-links",
                                 series.wheel(VERSION).parent],
@@ -196,7 +196,8 @@ def test_uv_installs_the_wheel(repo, built, tmp_path):
   checked = _run(repo, "--check", python=python)
   assert checked.returncode == 0 and checked.stdout.endswith("applied\n")
   _refused(_run(repo, "--revert", python=python), 2, "to get the release, "
-           f"run: uv pip install --python {python} --force-reinstall")
+           "run: uv pip install --force-reinstall --no-deps optax=="
+           f"{VERSION} --python {python}")
   subprocess.run([UV, "pip", "uninstall", "-q", "--python", python, "optax"],
                  check=True, env=uv)
   assert not list(next((tmp_path / "venv").glob(

@@ -108,7 +108,7 @@ def environment(python, target):
     return version, pathlib.Path(os.path.abspath(target))
   if not got["optax"]:
     raise Failure(2, f"no optax in the environment of {python} (install it: "
-                  f"{wheel.installer(python)} optax)")
+                  f"{wheel.install(python, 'optax')})")
   version, init = got["optax"]
   if not os.path.isfile(init):
     raise Failure(2, f"optax {version} of {python} is not installed as files "
@@ -268,9 +268,8 @@ def run(args):
   if not folder:
     return unknown(version, python, root, args.target)
   pins = series.manifest(version)
-  fix = (f"{wheel.installer(python)} --force-reinstall --no-deps optax=="
-         f"{version}" if not args.target else
-         f"restore optax {version}'s file in {root}")
+  fix = (wheel.install(python, f"--force-reinstall --no-deps optax=={version}")
+         if not args.target else f"restore optax {version}'s file in {root}")
   if built and args.mode == "revert":
     raise Failure(2, f"optax {version}{wheel.LOCAL} is installed from a "
                   f"patched wheel: to get the release, run: {fix}")

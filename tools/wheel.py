@@ -32,14 +32,15 @@ OWN = ("INSTALLER", "REQUESTED", "RECORD", "direct_url.json",  # installers'
        "uv_cache.json")
 
 
-def installer(python):
-  """How to install into PYTHON's environment: its pip, else uv's pip."""
+def install(python, what):
+  """The command installing WHAT into PYTHON's environment: with its pip,
+  else with uv's (a venv made by uv has no pip)."""
   with contextlib.suppress(OSError):
     if subprocess.run([python, "-E", "-c", "import importlib.util as u, sys; "
                        "sys.exit(u.find_spec('pip') is None)"],
                       capture_output=True, check=False).returncode == 0:
-      return f"{python} -m pip install"
-  return f"uv pip install --python {python}"
+      return f"{python} -m pip install {what}"
+  return f"uv pip install {what} --python {python}"
 
 
 def _record_hash(data):
@@ -172,6 +173,6 @@ def build(ui, python, release, out_dir):
   digest = series.sha256(data)
   ui.say(f"wrote {whl}\n  sha256 {digest}\n  requirements.txt: optax @ "
          f"{whl.as_uri()} --hash=sha256:{digest}\n  install: "
-         f"{installer(python)} {whl}\n  read-only or shared optax: pip install"
+         f"{install(python, whl)}\n  read-only or shared optax: pip install"
          f" --no-deps --target DIR {whl}; PYTHONPATH=DIR (README: Deploy)")
   return 0
