@@ -23,7 +23,7 @@ exit codes (nothing is changed on 2-6; --dry-run: apply's):
    4  a touched file or optax's version is missing or modified by someone
       else, also while this runs
    5  a touched file is a symlink, not yours and your group's (unless you
-      are root), or it or its directory is not writable
+      are root), or it or its directory is not writable (--wheel: DIR)
    6  patches/ is broken: missing, not UTF-8, invalid, not the pinned sha256
    7  writing failed: the files already replaced were put back
    8  putting files back failed too: the message names those still patched
