@@ -8,6 +8,8 @@ tests/test_numerics.py (iterates bit-identical to the release's), --revert,
 --check says released. It prints what optax_tests/ counted and, once per
 release (its newest jax), the optimizers whose state types still change
 (tools/state_types.py --config plain: informative, never a failure).
+test_wheel: the patched wheel (apply.sh --wheel) of the oldest and the
+newest release, built twice, installed by hash, --check applied.
 
 One environment per (jax, Python), the newest jax being this interpreter's;
 the others are built one at a time while the first rows run. A release is an
@@ -160,3 +162,66 @@ def test_release(row, environments, tmp_path):
         text=True, check=False).stdout)
   apply("--revert")
   assert apply("--check", expect=10).splitlines()[-1] == "not applied"
+
+
+def _venv_over(envpy, venv, *install):
+  """A venv over ENVPY's environment (a .pth file), `pip install INSTALL`."""
+  _run([envpy, "-m", "venv", "--without-pip", venv])
+  purelib = _run([venv / "bin/python", "-c", "import sysconfig; "
+                  "print(sysconfig.get_paths()['purelib'])"]).strip()
+  with open(os.path.join(purelib, "shared.pth"), "w", encoding="utf-8") as f:
+    f.write(_run([envpy, "-c", "import site; "
+                  "print('\\n'.join(site.getsitepackages()))"]))
+  _run([envpy, "-m", "pip", "--python", venv / "bin/python", "install", "-q",
+        "--no-deps", "--disable-pip-version-check", *install])
+  return venv / "bin/python"
+
+
+WHEEL_ROWS = [next(r for r in ROWS if r[0] == release)  # its newest jax
+              for release in sorted({OLDEST, NEWEST_RELEASE})]
+
+
+@pytest.mark.parametrize("row", WHEEL_ROWS, ids=[
+    f"{r[0]}-jax{r[2]}-wheel" for r in WHEEL_ROWS])
+def test_wheel(row, environments, tmp_path):
+  """--wheel from the installed release (every check its series fixes passes
+  on the wheel), again from the wheel cache in a venv without jax (the
+  checks cannot run: quick): the same sha256; pip install --require-hashes
+  into a venv: --check applied, optax/ byte for byte test_release's patched
+  overlay (optax_tests, test_numerics)."""
+  release, folder, _, _ = row
+  envpy = environments[row[2:]].result()
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("PYTHONPATH", None)
+
+  def apply(python, *args):
+    return _run(["bash", series.REPO / "tools/apply.sh", "--python", python,
+                 *args], env=env)
+
+  out = apply(_venv_over(envpy, tmp_path / "installed", series.wheel(release)),
+              "--wheel", tmp_path / "a")
+  assert "files from the installed optax" in out, out
+  strict = glob.glob(str(series.PATCHES / folder / "*strict*"))
+  after = re.findall(r"^  after: (\S+)  (\S+)", out, re.M)
+  assert after and all(verdict == "PASS" or not strict and name.startswith(
+      "strict-") for verdict, name in after), out
+  _run([envpy, "-m", "venv", "--without-pip", tmp_path / "bare"])
+  again = apply(tmp_path / "bare/bin/python", "--wheel", tmp_path / "b",
+                "--release", release)
+  assert "files from the wheel cache" in again, again
+  whl = tmp_path / "a" / f"optax-{release}+typestable-py3-none-any.whl"
+  digest = series.sha256(whl.read_bytes())
+  assert digest == series.sha256((tmp_path / "b" / whl.name).read_bytes())
+  (tmp_path / "requirements.txt").write_text(
+      f"optax @ {whl.as_uri()} --hash=sha256:{digest}\n")
+  python = _venv_over(envpy, tmp_path / "venv", "--require-hashes", "-r",
+                      tmp_path / "requirements.txt")
+  out = apply(python, "--check")
+  assert out.splitlines()[-1] == "applied", out
+  assert f"optax {release}+typestable in" in out.splitlines()[0], out
+  overlay = series.overlay(release, tmp_path / "overlay", folder)
+  files = [{p.relative_to(d): p.read_bytes() for p in d.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts} for d in (
+                next(tmp_path.glob("venv/lib/python*/site-packages/optax")),
+                overlay / "optax")]
+  assert files[0] == files[1]

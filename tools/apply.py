@@ -2,22 +2,28 @@
 
 usage: tools/apply.sh [--python PATH] [--target DIR]
                       [--check | --revert | --dry-run | --list]
+       tools/apply.sh [--python PATH] --wheel DIR [--release X]
 --python: default $VIRTUAL_ENV's, $CONDA_PREFIX's, python3 on PATH if it has
 optax, this repository's .venv (made with the newest optax of targets.tsv);
 --target: the optax source tree DIR/optax. Writes only the touched files
 (owner, group, mode kept) via .NAME.PID.typestable-tmp beside them; no state.
+--wheel: writes DIR/optax-X+typestable-py3-none-any.whl, X the --release or
+PYTHON's optax, verified by the checks, the same bytes on every run; it is
+installed like any wheel, and --check knows it (README: Deploy).
 
 exit codes (nothing is changed on 2-6; --dry-run: apply's):
    0  done or nothing to do; --check: applied; a newer optax has the fix
    1  a check that passed before fails after, or optax no longer imports:
-      the released files were put back
+      the released files were put back (--wheel: no wheel written)
    2  usage: bad or empty argument, no runnable Python 3.8+, no optax, no
-      source tree, the checks import another optax
+      source tree, the checks import another optax; --revert of an optax
+      installed from our wheel (it names the command); --wheel: the
+      release's files are not installed, cached nor downloadable
    3  unsupported release, or newer and without the fix: git am a checkout
    4  a touched file or optax's version is missing or modified by someone
       else, also while this runs
    5  a touched file is a symlink, not yours and your group's (unless you
-      are root), or it or its directory is not writable
+      are root), or it or its directory is not writable (--wheel: DIR)
    6  patches/ is broken: missing, not UTF-8, invalid, not the pinned sha256
    7  writing failed: the files already replaced were put back
    8  putting files back failed too: the message names those still patched
@@ -40,6 +46,7 @@ import sys
 
 import checks
 import series
+import wheel
 
 REPO = series.REPO
 TMP = ".{}.{}.typestable-tmp"  # .NAME.PID.typestable-tmp, beside NAME
@@ -101,7 +108,7 @@ def environment(python, target):
     return version, pathlib.Path(os.path.abspath(target))
   if not got["optax"]:
     raise Failure(2, f"no optax in the environment of {python} (install it: "
-                  f"{python} -m pip install optax)")
+                  f"{wheel.install(python, 'optax')})")
   version, init = got["optax"]
   if not os.path.isfile(init):
     raise Failure(2, f"optax {version} of {python} is not installed as files "
@@ -127,7 +134,9 @@ def classify(root, pins, fix):
   for path, (released, patched) in pins.items():
     file = root / path
     if os.path.realpath(file) != os.path.join(os.path.realpath(root), path):
-      raise Failure(5, f"refused: {file} is a symlink or under one")
+      raise Failure(5, f"refused: {file} is a symlink or under one (uv's "
+                    "--link-mode symlink? reinstall with --link-mode copy, or "
+                    "install a patched wheel: --wheel DIR)")
     data[path] = file.read_bytes() if file.is_file() else b""
     digest = series.sha256(data[path]) if file.is_file() else None
     kinds[path] = {released: "released", patched: "patched"}.get(digest)
@@ -249,15 +258,21 @@ def run(args):
           + (f" (with jax {t.jax_pin})" if t.jax_pin else ""))
     return 0
   python = interpreter(args)
+  if args.mode == "wheel":
+    return wheel.build(sys.modules[__name__], python, args.release, args.wheel)
   version, root = environment(python, args.target)
+  built, version = wheel.LOCAL in version, version.replace(wheel.LOCAL, "")
   folder = {t.release: t.folder for t in series.targets()}.get(version)
-  say(f"{python}: optax {version} in {root / 'optax'}"
+  say(f"{python}: optax {version}{wheel.LOCAL * built} in {root / 'optax'}"
       + (f", series patches/{folder}" if folder else ""))
   if not folder:
     return unknown(version, python, root, args.target)
   pins = series.manifest(version)
-  fix = (f"{python} -m pip install --force-reinstall --no-deps optax=={version}"
+  fix = (wheel.install(python, f"--force-reinstall --no-deps optax=={version}")
          if not args.target else f"restore optax {version}'s file in {root}")
+  if built and args.mode == "revert":
+    raise Failure(2, f"optax {version}{wheel.LOCAL} is installed from a "
+                  f"patched wheel: to get the release, run: {fix}")
   rerun = (f"tools/apply.sh {'--target' if args.target else '--python'} "
            f"{args.target or python} --revert (or {fix})")
   kinds, data = classify(root, pins, fix)
@@ -295,7 +310,9 @@ def run(args):
     if blocker:
       raise Failure(5, f"refused: {blocker} is not writable, or not with its "
                     "owner and group kept (a read-only or shared install?): "
-                    "nothing changed")
+                    "nothing changed; instead: tools/apply.sh --wheel DIR, "
+                    "then pip install --user the wheel, or pip install "
+                    "--no-deps --target DIR2 it and PYTHONPATH=DIR2")
     return 0
   for tmp in left:
     tmp.unlink(missing_ok=True)  # another run may have been quicker
@@ -346,14 +363,21 @@ def main(argv):
   parser = Parser(prog="tools/apply.sh")
   parser.add_argument("--python")
   parser.add_argument("--target")
+  parser.add_argument("--release")
   mode = parser.add_mutually_exclusive_group()
   for m in ("check", "revert", "dry-run", "list"):
     mode.add_argument(f"--{m}", dest="mode", action="store_const", const=m,
                       default="apply")
+  mode.add_argument("--wheel")
   try:
     args = parser.parse_args(argv)
-    if "" in (args.python, args.target):
-      raise Failure(2, "--python and --target take a non-empty path")
+    if "" in (args.python, args.target, args.wheel, args.release):
+      raise Failure(2, "--python, --target, --wheel and --release take a "
+                    "non-empty value")
+    args.mode = "wheel" if args.wheel is not None else args.mode
+    if args.release is not None and args.mode != "wheel" or (
+        args.mode == "wheel" and args.target):
+      raise Failure(2, "--release goes with --wheel, --target without it")
     return run(args)
   except Failure as e:
     code, msg = e.args
