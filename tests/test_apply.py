@@ -5,10 +5,11 @@ An environment is a venv (no pip: the tests' pip drives it through
 the PyPI wheel, sharing jax & co. with the test interpreter through a .pth
 file, so patching it never touches the optax of the test environment.
 
-Most tests run a copy of tools/ and patches/ whose tools/checks.py has a
-fast main() (it does not import jax; $STUB_CHECKS picks a behaviour); two
-tests run the real checks. Tests that need a run stopped at a given point use
-the tool's SIGSTOP hook ($OPTAX_TYPESTABLE_STOP_AT), never a sleep.
+Most tests run apply.py with tests/stub_checks.py in place of the real checks
+(its test hook $OPTAX_TYPESTABLE_CHECKS; no jax, $STUB_CHECKS picks a
+behaviour); tests passing **REAL run the real tools/checks.py. Tests that need
+a run stopped at a given point use the tool's SIGSTOP hook
+($OPTAX_TYPESTABLE_STOP_AT), never a sleep.
 """
 
 import dataclasses
@@ -22,6 +23,7 @@ import sys
 
 import pytest
 
+import checks
 import series
 
 REPO = series.REPO
@@ -30,47 +32,8 @@ VERSION = "0.2.8"
 LINESEARCH, NUMERICS, TRANSFORM = (f"optax/_src/{m}.py" for m in
                                    ("linesearch", "numerics", "transform"))
 PINS = series.manifest(VERSION)
-STUB_MAIN = '''
-real_main = main
-
-
-def main(argv):  # the stub: no jax, behaviour by $STUB_CHECKS
-  import hashlib, importlib.util, pathlib
-  if "--where" in argv:
-    return real_main(argv)
-  parser = argparse.ArgumentParser()
-  parser.add_argument("--json")
-  parser.add_argument("--path", action="append", default=[])
-  args = parser.parse_args(argv)
-  sys.path[:0] = args.path
-  mode = os.environ.get("STUB_CHECKS", "")
-  spec = importlib.util.find_spec("optax")
-  src = pathlib.Path(spec.origin).parent / "_src" / "linesearch.py"
-  pins = pathlib.Path(__file__).parents[1] / "patches/manifest/0.2.8.sha256"
-  patched = any(l.split()[1] == hashlib.sha256(src.read_bytes()).hexdigest()
-                for l in pins.read_text().splitlines())
-  if mode == "broken" or (mode == "breaks-import" and patched):
-    error = "optax does not import: ModuleNotFoundError: jax"
-    print("checks.py: " + error, file=sys.stderr)
-    save(args.json, None, error, [])
-    return 3
-  if mode == "import":
-    import optax
-  verdicts = [("stub-runs", True, "PASS  stub-runs")]
-  if mode == "regress":
-    verdicts.append(("stub-released", not patched,
-                     ("PASS" if not patched else "FAIL") + "  stub-released"))
-  print(f"optax 0.2.8 from {spec.origin}")
-  for _, _, line in verdicts:
-    print(line)
-  save(args.json, ["0.2.8", spec.origin], None, verdicts)
-  return 0 if all(v[1] for v in verdicts) else 1
-
-'''
-# The real tools/checks.py (its verdict file, its run() and read()) with a
-# fast main(): no jax, behaviour by $STUB_CHECKS.
-STUB = (REPO / "tools" / "checks.py").read_text().replace(
-    '\nif __name__ == "__main__":', STUB_MAIN + '\nif __name__ == "__main__":')
+STUB = REPO / "tests" / "stub_checks.py"  # $OPTAX_TYPESTABLE_CHECKS
+REAL = {"OPTAX_TYPESTABLE_CHECKS": None}  # **REAL: the real tools/checks.py
 
 
 @dataclasses.dataclass
@@ -94,18 +57,20 @@ def _tree(root):
 
 
 def _repo_copy(dest):
-  """tools/ and patches/ with a stub checks.py: series.py finds patches/."""
+  """A copy of tools/ and patches/ (series.py finds patches/ beside tools/)."""
   shutil.copytree(REPO / "tools", dest / "tools",
                   ignore=shutil.ignore_patterns("__pycache__"))
   shutil.copytree(REPO / "patches", dest / "patches")
-  (dest / "tools" / "checks.py").write_text(STUB)
   return dest
 
 
 def _environ(extra):
+  """os.environ outside any environment, with the stub checks, and EXTRA
+  (a None value unsets a variable)."""
   environ = {k: v for k, v in os.environ.items()
              if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
-  return dict(environ, **extra)
+  environ.update(OPTAX_TYPESTABLE_CHECKS=str(STUB), **extra)
+  return {k: v for k, v in environ.items() if v is not None}
 
 
 def _run(repo, *args, env=None, python=None, cwd=None, **extra):
@@ -157,6 +122,13 @@ def _refused(result, code, *words):
   assert len(err.splitlines()) == 1 and "Traceback" not in err, err
   for word in words:
     assert word in err, err
+
+
+def _verdicts(out, label=""):
+  """{check: 'PASS' | 'FAIL'} of the lines LABEL<verdict>  <check> in OUT."""
+  return {w[1]: w[0] for w in (l.strip()[len(label):].split() for l in
+                               out.splitlines() if l.strip().startswith(label))
+          if len(w) > 1 and w[0] in ("PASS", "FAIL") and w[1] in checks.CHECKS}
 
 
 def _set_version(env, version):
@@ -228,10 +200,10 @@ def release(env):
 def test_force_reinstall_cycle_with_the_real_checks(env, release, repo):
   """Real checks: apply, pip --force-reinstall, --check 10, apply, --check 0,
   apply again changes nothing, --revert gives the release back."""
-  applied = _run(REPO, env=env)  # the real tools/checks.py
+  applied = _run(repo, env=env, **REAL)
   assert applied.returncode == 0, applied.stdout + applied.stderr
-  assert "before: FAIL  compile-once-zoom" in applied.stdout
-  assert "after: PASS  compile-once-zoom" in applied.stdout
+  assert _verdicts(applied.stdout, "before: ") != _verdicts(
+      applied.stdout, "after: ") == dict.fromkeys(checks.CHECKS, "PASS")
   assert {p: _sha(env.site / p) for p in PINS} == {
       p: patched for p, (_, patched) in PINS.items()}
   _reinstall(env)
@@ -254,16 +226,16 @@ def test_newer_release_than_the_series(env, repo, fixed):
   _set_version(env, "0.2.9")
   before = _tree(env.site)
   for args in ((), ("--check",)):
-    result = _run(REPO, *args, env=env)
+    result = _run(repo, *args, env=env, **REAL)
     if fixed:
       assert result.returncode == 0, result.stdout + result.stderr
       assert result.stdout.splitlines()[-1] == (
           "optax 0.2.9 already has the fix: nothing to patch")
     else:
-      _refused(result, 3, "optax 0.2.9 is newer than the series and "
-               "compile-once-zoom, compile-once-backtracking, "
-               "store-grad-float32-x64, value-and-grad-from-state fail; "
-               "to patch an optax checkout: git am patches/main/*.patch")
+      _refused(result, 3, "optax 0.2.9 is newer than the series and ",
+               " fail; to patch an optax checkout: git am patches/main/*.patch")
+      failing = result.stderr.split(" and ", 1)[1].split(" fail;")[0]
+      assert set(failing.split(", ")) <= set(checks.MAIN), failing
   assert _tree(env.site) == before
 
 
@@ -407,13 +379,11 @@ def test_bad_interpreters_get_one_line(repo, env, tmp_path):
 
 
 def test_interpreter_with_a_banner(repo, env, tmp_path):
-  """An interpreter printing at start-up (a banner, a line like the old
-  probe's marker): --check still finds the environment's optax, exit 10."""
+  """An interpreter printing a banner at start-up: --check still finds the
+  environment's optax, exit 10."""
   wrapper = tmp_path / "python-with-banner"
-  wrapper.write_text(
-      "#!/bin/sh\necho 'Welcome to Python (site banner)'\n"
-      "echo 'OPTAX-TYPESTABLE [\"9.9\", \"/nowhere\"]'\n"
-      f"exec {env.python} \"$@\"\n")
+  wrapper.write_text("#!/bin/sh\necho 'Welcome to Python (site banner)'\n"
+                     f"exec {env.python} \"$@\"\n")
   wrapper.chmod(0o755)
   checked = _run(repo, "--check", python=wrapper)
   assert checked.returncode == 10, checked.stdout + checked.stderr

@@ -24,8 +24,9 @@ exit codes (nothing is changed on 2-6; --dry-run: apply's):
   10  --check: not applied (as released)
   11  --check: partly applied (an interrupted run; apply or --revert ends it)
  130  interrupted (Ctrl-C): rerun apply or --revert to complete the job
-Test hook: $OPTAX_TYPESTABLE_STOP_AT=checks-before, temps-written, replaced-N
-or checks-after makes it SIGSTOP itself there.
+Test hooks: $OPTAX_TYPESTABLE_STOP_AT=checks-before, temps-written, replaced-N
+or checks-after makes it SIGSTOP itself there; $OPTAX_TYPESTABLE_CHECKS=FILE
+runs FILE in place of tools/checks.py (same arguments and --json file).
 """
 
 import argparse
@@ -40,6 +41,8 @@ import sys
 
 import checks
 import series
+
+checks.__file__ = os.environ.get("OPTAX_TYPESTABLE_CHECKS") or checks.__file__
 
 REPO = series.REPO
 TMP = ".{}.{}.typestable-tmp"  # .NAME.PID.typestable-tmp, beside NAME
