@@ -8,7 +8,8 @@ file as checks.py, whose --where and save() it uses. $STUB_CHECKS:
   broken         optax does not import (before and after)
   breaks-import  optax does not import once patched
   import         imports optax first
-  hang           writes its PID to $STUB_PID_FILE, then waits to be killed
+  hang           writes its PID to $STUB_PID_FILE, stops apply.py (SIGSTOP),
+                 then waits to be killed
 """
 
 import argparse
@@ -16,6 +17,7 @@ import hashlib
 import importlib.util
 import os
 import pathlib
+import signal
 import sys
 import time
 
@@ -45,6 +47,7 @@ def main(argv):
   patched = _patched(origin)
   if mode == "hang":
     pathlib.Path(os.environ["STUB_PID_FILE"]).write_text(str(os.getpid()))
+    os.kill(os.getppid(), signal.SIGSTOP)
     time.sleep(600)
   if mode == "broken" or (mode == "breaks-import" and patched):
     error = "optax does not import: ModuleNotFoundError: jax"

@@ -12,6 +12,7 @@ a run stopped at a given point use the tool's SIGSTOP hook
 ($OPTAX_TYPESTABLE_STOP_AT), never a sleep.
 """
 
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -69,7 +70,7 @@ def _environ(extra):
   (a None value unsets a variable)."""
   environ = {k: v for k, v in os.environ.items()
              if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
-  environ.update(OPTAX_TYPESTABLE_CHECKS=str(STUB), **extra)
+  environ.update({"OPTAX_TYPESTABLE_CHECKS": str(STUB), **extra})
   return {k: v for k, v in environ.items() if v is not None}
 
 
@@ -80,9 +81,9 @@ def _run(repo, *args, env=None, python=None, cwd=None, **extra):
                         env=_environ(extra), cwd=cwd, timeout=900, check=False)
 
 
-def _sh(repo, *args, **extra):
-  """tools/apply.sh ARGS, with the environment variables EXTRA."""
-  return subprocess.run(["bash", str(repo / "tools" / "apply.sh"), *args],
+def _sh(repo, *args, shell="bash", **extra):
+  """tools/apply.sh ARGS run by SHELL, with the environment variables EXTRA."""
+  return subprocess.run([shell, str(repo / "tools" / "apply.sh"), *args],
                         capture_output=True, text=True, env=_environ(extra),
                         timeout=900, check=False)
 
@@ -141,6 +142,30 @@ def _set_version(env, version):
                                               line.format(version), 1))
 
 
+def _bare_venv(tmp_path):
+  """A venv without optax (nor pip): its root."""
+  subprocess.run([sys.executable, "-m", "venv", "--without-pip",
+                  str(tmp_path / "bare")], check=True)
+  return tmp_path / "bare"
+
+
+def _compile(env, *args, **extra):
+  """python -m compileall ARGS of the environment's optax/ (EXTRA: its
+  environment variables, e.g. PYTHONPYCACHEPREFIX)."""
+  subprocess.run([str(env.python), "-m", "compileall", "-q", "-f", *args,
+                  str(env.site / "optax")], env=_environ(extra), check=True)
+
+
+def _user_checks(env, **extra):
+  """{check: verdict} of a plain `python tools/checks.py`, as a user runs it
+  with the environment's interpreter (EXTRA: environment variables)."""
+  ran = subprocess.run([str(env.python), str(REPO / "tools" / "checks.py")],
+                       capture_output=True, text=True, cwd=env.site.parent,
+                       env=_environ(dict(extra, JAX_PLATFORMS="cpu")),
+                       check=False)
+  return _verdicts(ran.stdout) or ran.stdout + ran.stderr[-800:]
+
+
 def _imports(env):
   return subprocess.run([str(env.python), "-c", "import optax"],
                         capture_output=True, check=False).returncode == 0
@@ -158,6 +183,9 @@ def _pip_install(python, *args, version=VERSION):
 def _reinstall(env):
   """What the tool tells users: pip install --force-reinstall --no-deps."""
   _pip_install(env.python, "--force-reinstall")
+
+
+PATCHED = dict.fromkeys(checks.CHECKS, "PASS")  # 0.2.8 patched
 
 
 @pytest.fixture(scope="session")
@@ -321,6 +349,31 @@ def test_kill_9_then_rerun_completes(env, release, repo, point, check):
   assert _tree(env.site) == release
 
 
+@pytest.mark.parametrize("point", ["replaced-1", f"replaced-{len(PINS)}"])
+def test_unchecked_hash_bytecode_never_hides_the_patch(repo, env, point):
+  """optax compiled to unchecked-hash .pyc (Python never rechecks those), a
+  run killed at POINT, then rerun: a plain `python tools/checks.py` gives the
+  patched verdicts."""
+  _compile(env, "--invalidation-mode", "unchecked-hash")
+  _kill(_stopped(repo, env, point))
+  rerun = _run(repo, env=env)
+  assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+  assert _user_checks(env) == PATCHED
+
+
+def test_pycache_prefix_the_after_checks_and_the_user_agree(repo, env,
+                                                           tmp_path):
+  """$PYTHONPYCACHEPREFIX holding unchecked-hash .pyc of optax: apply's
+  after-checks and the user's run (with that prefix) give the same, patched
+  verdicts."""
+  prefix = {"PYTHONPYCACHEPREFIX": str(tmp_path / "pycache")}
+  _compile(env, "--invalidation-mode", "unchecked-hash", **prefix)
+  applied = _run(repo, env=env, **REAL, **prefix)
+  assert applied.returncode == 0, applied.stdout + applied.stderr
+  assert _verdicts(applied.stdout, "after: ") == _user_checks(
+      env, **prefix) == PATCHED
+
+
 LBFGS = """
 import jax, jax.numpy as jnp, optax
 f = lambda x: jnp.sum((x - 1.0) ** 2)
@@ -368,9 +421,8 @@ def test_bad_interpreters_get_one_line(repo, env, tmp_path):
                        (tmp_path / "missing", "No such file or directory")):
     for args in (("--check",), ()):
       _refused(_run(repo, *args, python=python), 2, said)
-  subprocess.run([sys.executable, "-m", "venv", "--without-pip",
-                  str(tmp_path / "bare")], check=True)
-  _refused(_run(repo, "--check", python=tmp_path / "bare/bin/python"), 2,
+  bare = _bare_venv(tmp_path) / "bin" / "python"
+  _refused(_run(repo, "--check", python=bare), 2,
            "no optax", "pip install optax")
   _refused(_run(repo, "--bogus"), 2, "--bogus")
   _refused(_run(repo, "--check", "--revert", env=env), 2)
@@ -608,8 +660,7 @@ def test_directory_named_like_a_temporary_is_left_alone(repo, env):
 def test_writes_only_the_touched_files(repo, env, release, tmp_path):
   """Only the touched files change; only their modules' bytecode goes; no
   state file, journal or lock; no scratch copies left in $TMPDIR."""
-  subprocess.run([str(env.python), "-m", "compileall", "-q",
-                  str(env.site / "optax" / "_src")], check=True)
+  _compile(env)
   cache = env.site / "optax" / "_src" / "__pycache__"
   pycs = {p.name for p in cache.iterdir()}
   (tmp_path / "tmpdir").mkdir()
@@ -713,9 +764,7 @@ def test_no_environment_found_creates_nothing(tmp_path):
   """No $VIRTUAL_ENV, no python3 with optax on PATH, no .venv: --check and
   --dry-run exit 2, --list 0; none creates a file in the repository."""
   repo = _repo_copy(tmp_path / "repo")
-  subprocess.run([sys.executable, "-m", "venv", "--without-pip",
-                  str(tmp_path / "bare")], check=True)
-  path = f"{tmp_path / 'bare' / 'bin'}:{os.environ['PATH']}"
+  path = f"{_bare_venv(tmp_path) / 'bin'}:{os.environ['PATH']}"
   files = sorted(repo.rglob("*"))
   for args in (("--check",), ("--dry-run",), ("--revert",)):
     _refused(_sh(repo, *args, PATH=path), 2, "no environment with optax")
@@ -724,11 +773,13 @@ def test_no_environment_found_creates_nothing(tmp_path):
 
 
 def test_list_and_help(repo):
-  """--list: the releases and their series; --help (exit 0): the exit codes."""
-  listed = _sh(repo, "--list")
-  assert listed.returncode == 0
-  assert f"optax {VERSION}: patches/{VERSION}" in listed.stdout
-  assert "optax 0.2.7: patches/0.2.7 (with jax 0.9.2)" in listed.stdout
+  """--list (apply.sh run by bash or sh): the releases and their series;
+  --help (exit 0): the exit codes."""
+  for shell in ("bash", "sh"):  # sh: dash, say, as `sh tools/apply.sh`
+    listed = _sh(repo, "--list", shell=shell)
+    assert listed.returncode == 0, listed.stderr
+    assert f"optax {VERSION}: patches/{VERSION}" in listed.stdout
+    assert "optax 0.2.7: patches/0.2.7 (with jax 0.9.2)" in listed.stdout
   helped = _sh(repo, "--help")
   assert helped.returncode == 0 and "exit codes" in helped.stdout
   assert " 11  --check: partly applied" in helped.stdout
@@ -800,3 +851,80 @@ def test_target_with_an_interpreter_that_is_not_python(repo, tmp_path):
                        (tmp_path / "missing", "No such file or directory")):
     _refused(_run(repo, "--target", str(checkout), python=python), 2, said)
   assert _tree(checkout) == before
+
+
+def test_pythonpath_with_another_optax_is_refused(repo, env, release,
+                                                 tmp_path):
+  """$PYTHONPATH making another optax the one the interpreter imports: exit 2
+  naming --target and an empty PYTHONPATH, nothing changed (--python and
+  apply.sh alike); with --target DIR, that optax is patched."""
+  other = series.overlay(VERSION, tmp_path / "other")
+  pristine = _tree(other)
+  path = {"PYTHONPATH": str(other)}
+  for result in (_run(repo, env=env, **path), _sh(
+      repo, "--check", VIRTUAL_ENV=str(env.python.parents[1]), **path)):
+    _refused(result, 2, f"imports optax from {other / 'optax'}",
+             "--target DIR", "empty PYTHONPATH")
+  assert _tree(env.site) == release and _tree(other) == pristine
+  assert _run(repo, "--target", str(other), env=env, **path).returncode == 0
+  assert _tree(other) != pristine and _tree(env.site) == release
+
+
+def test_stderr_closed_or_not_writable_keeps_the_exit_code(repo, tmp_path):
+  """apply.sh with stderr closed (2>&-), or a read-only file on fd 2 (what a
+  wrapper script such as a pyenv shim leaves there then): a usage error still
+  exits 2."""
+  (tmp_path / "read-only").write_text("")
+  script = str(repo / "tools" / "apply.sh")
+  with open(tmp_path / "read-only", encoding="utf-8") as read_only:
+    for cmd, stderr in ((["bash", script, "--bogus"], read_only), (
+        ["bash", "-c", 'exec bash "$0" --bogus 2>&-', script], None)):
+      result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=stderr,
+                              env=_environ({}), check=False)
+      assert result.returncode == 2, (cmd, result)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_terminated_run_ends_its_checks(repo, env, release, tmp_path, sig):
+  """SIGTERM or SIGHUP while the checks run: the checks child ends, its
+  temporary directory goes, exit 130 (see --help), nothing changed."""
+  pid_file = tmp_path / "checks.pid"  # the stub stops apply once it runs
+  proc = _started(repo, env, STUB_CHECKS="hang", STUB_PID_FILE=str(pid_file))
+  try:
+    _, status = os.waitpid(proc.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status), proc.communicate()
+    child = int(pid_file.read_text())
+    scratch = os.readlink(f"/proc/{child}/cwd")  # checks.run's temporary
+    os.kill(proc.pid, sig)
+    result = _resume(proc)
+    _refused(result, 130, "interrupted")
+    assert not os.path.exists(f"/proc/{child}") and not os.path.exists(
+        scratch)
+    assert _tree(env.site) == release
+  finally:
+    with contextlib.suppress(ProcessLookupError):
+      os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_conda_prefix_without_optax_names_the_python3_that_has_it(
+    repo, env, tmp_path):
+  """$CONDA_PREFIX without optax, the python3 on PATH with it: exit 2 naming
+  that python3 and --python."""
+  path = f"{env.python.parent}:{os.environ['PATH']}"
+  _refused(_sh(repo, "--check", CONDA_PREFIX=str(_bare_venv(tmp_path)),
+               PATH=path), 2, f"{env.python.parent / 'python3'}", "--python")
+
+
+def test_stray_second_dist_info_gets_advice_that_clears_it(repo, env):
+  """A second optax-*.dist-info (another version's) beside optax: exit 4 with
+  the command that removes it; after that command, --check works (10)."""
+  stray = env.site / "optax-0.2.7.dist-info"
+  shutil.copytree(env.site / f"optax-{VERSION}.dist-info", stray)
+  meta = stray / "METADATA"
+  meta.write_text(meta.read_text().replace(f"Version: {VERSION}\n",
+                                           "Version: 0.2.7\n"))
+  result = _run(repo, "--check", env=env)
+  _refused(result, 4, f"rm -r {stray}")
+  advice = result.stderr.strip()
+  subprocess.run(advice[advice.index("rm -r "):].split(), check=True)
+  assert _run(repo, "--check", env=env).returncode == 10
