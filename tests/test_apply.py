@@ -349,29 +349,23 @@ def test_kill_9_then_rerun_completes(env, release, repo, point, check):
   assert _tree(env.site) == release
 
 
-@pytest.mark.parametrize("point", ["replaced-1", f"replaced-{len(PINS)}"])
-def test_unchecked_hash_bytecode_never_hides_the_patch(repo, env, point):
-  """optax compiled to unchecked-hash .pyc (Python never rechecks those), a
-  run killed at POINT, then rerun: a plain `python tools/checks.py` gives the
-  patched verdicts."""
-  _compile(env, "--invalidation-mode", "unchecked-hash")
-  _kill(_stopped(repo, env, point))
-  rerun = _run(repo, env=env)
-  assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-  assert _user_checks(env) == PATCHED
-
-
-def test_pycache_prefix_the_after_checks_and_the_user_agree(repo, env,
-                                                           tmp_path):
-  """$PYTHONPYCACHEPREFIX holding unchecked-hash .pyc of optax: apply's
-  after-checks and the user's run (with that prefix) give the same, patched
-  verdicts."""
-  prefix = {"PYTHONPYCACHEPREFIX": str(tmp_path / "pycache")}
+@pytest.mark.parametrize("case", ["replaced-1", f"replaced-{len(PINS)}",
+                                  "pycache-prefix"])
+def test_unchecked_hash_bytecode_never_hides_the_patch(repo, env, tmp_path,
+                                                       case):
+  """optax compiled to unchecked-hash .pyc (never rechecked): a run killed at
+  replaced-N, rerun; or, the .pyc under $PYTHONPYCACHEPREFIX, apply with
+  that prefix (its after-checks agree): a plain `python tools/checks.py`
+  gives the patched verdicts."""
+  prefix = {"PYTHONPYCACHEPREFIX": str(tmp_path / "pycache")} if (
+      case == "pycache-prefix") else {}
   _compile(env, "--invalidation-mode", "unchecked-hash", **prefix)
-  applied = _run(repo, env=env, **REAL, **prefix)
+  if not prefix:
+    _kill(_stopped(repo, env, case))
+  applied = _run(repo, env=env, **prefix, **(REAL if prefix else {}))
   assert applied.returncode == 0, applied.stdout + applied.stderr
-  assert _verdicts(applied.stdout, "after: ") == _user_checks(
-      env, **prefix) == PATCHED
+  after = _verdicts(applied.stdout, "after: ") if prefix else PATCHED
+  assert after == _user_checks(env, **prefix) == PATCHED
 
 
 LBFGS = """
@@ -408,8 +402,9 @@ def test_every_prefix_of_the_writes_runs_lbfgs(env, repo, mode, point):
 
 
 def test_bad_interpreters_get_one_line(repo, env, tmp_path):
-  """Not Python, not runnable (the OS error is named), no optax, bad or
-  empty arguments: exit 2, one line."""
+  """Not Python, not runnable (the OS error is named), no optax (with the
+  python3 on PATH that has it, for $CONDA_PREFIX), bad or empty arguments:
+  exit 2, one line."""
   text = tmp_path / "not-executable"
   text.write_text(f"#!/bin/sh\nexec {env.python} \"$@\"\n")
   text.chmod(0o644)  # even root cannot execute it
@@ -421,9 +416,12 @@ def test_bad_interpreters_get_one_line(repo, env, tmp_path):
                        (tmp_path / "missing", "No such file or directory")):
     for args in (("--check",), ()):
       _refused(_run(repo, *args, python=python), 2, said)
-  bare = _bare_venv(tmp_path) / "bin" / "python"
-  _refused(_run(repo, "--check", python=bare), 2,
+  bare = _bare_venv(tmp_path)
+  _refused(_run(repo, "--check", python=bare / "bin" / "python"), 2,
            "no optax", "pip install optax")
+  _refused(_sh(repo, "--check", CONDA_PREFIX=str(bare),
+               PATH=f"{env.python.parent}:{os.environ['PATH']}"), 2,
+           f"--python {env.python.parent / 'python3'}")
   _refused(_run(repo, "--bogus"), 2, "--bogus")
   _refused(_run(repo, "--check", "--revert", env=env), 2)
   for args in (("--python", ""), ("--target", ""), ("--python=", "--check")):
@@ -786,9 +784,11 @@ def test_list_and_help(repo):
   assert "   8  putting files back failed too" in helped.stdout
 
 
-def test_stdout_reader_gone_changes_no_outcome(repo, env, release):
+def test_output_gone_changes_no_outcome(repo, env, release, tmp_path):
   """stdout's reader gone (| head -1): the run goes on as if read. Checks
-  that regress: exit 1, the release put back; else applied, exit 0."""
+  that regress: exit 1, the release put back; else applied, exit 0. stderr
+  closed (2>&-) or read-only (what a wrapper such as a pyenv shim leaves on
+  fd 2 then): a usage error still exits 2."""
   for checks, code in (("regress", 1), ("", 0)):
     proc = _started(repo, env, STUB_CHECKS=checks)
     proc.stdout.close()
@@ -800,6 +800,14 @@ def test_stdout_reader_gone_changes_no_outcome(repo, env, release):
     else:
       assert (result.returncode, result.stderr) == (0, "")
       assert _run(repo, "--check", env=env).returncode == 0
+  script = str(repo / "tools" / "apply.sh")
+  (tmp_path / "read-only").write_text("")
+  with open(tmp_path / "read-only", encoding="utf-8") as read_only:
+    for cmd, stderr in ((["bash", script], read_only), (
+        ["bash", "-c", 'exec bash "$0" "$1" 2>&-', script], None)):
+      ran = subprocess.run(cmd + ["--bogus"], stdout=subprocess.DEVNULL,
+                           stderr=stderr, env=_environ({}), check=False)
+      assert ran.returncode == 2, (cmd, ran)
 
 
 def test_relative_python_through_a_symlinked_apply_sh(repo, env, tmp_path):
@@ -870,20 +878,6 @@ def test_pythonpath_with_another_optax_is_refused(repo, env, release,
   assert _tree(other) != pristine and _tree(env.site) == release
 
 
-def test_stderr_closed_or_not_writable_keeps_the_exit_code(repo, tmp_path):
-  """apply.sh with stderr closed (2>&-), or a read-only file on fd 2 (what a
-  wrapper script such as a pyenv shim leaves there then): a usage error still
-  exits 2."""
-  (tmp_path / "read-only").write_text("")
-  script = str(repo / "tools" / "apply.sh")
-  with open(tmp_path / "read-only", encoding="utf-8") as read_only:
-    for cmd, stderr in ((["bash", script, "--bogus"], read_only), (
-        ["bash", "-c", 'exec bash "$0" --bogus 2>&-', script], None)):
-      result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=stderr,
-                              env=_environ({}), check=False)
-      assert result.returncode == 2, (cmd, result)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_terminated_run_ends_its_checks(repo, env, release, tmp_path, sig):
   """SIGTERM or SIGHUP while the checks run: the checks child ends, its
@@ -904,15 +898,6 @@ def test_terminated_run_ends_its_checks(repo, env, release, tmp_path, sig):
   finally:
     with contextlib.suppress(ProcessLookupError):
       os.killpg(proc.pid, signal.SIGKILL)
-
-
-def test_conda_prefix_without_optax_names_the_python3_that_has_it(
-    repo, env, tmp_path):
-  """$CONDA_PREFIX without optax, the python3 on PATH with it: exit 2 naming
-  that python3 and --python."""
-  path = f"{env.python.parent}:{os.environ['PATH']}"
-  _refused(_sh(repo, "--check", CONDA_PREFIX=str(_bare_venv(tmp_path)),
-               PATH=path), 2, f"{env.python.parent / 'python3'}", "--python")
 
 
 def test_stray_second_dist_info_gets_advice_that_clears_it(repo, env):

@@ -121,12 +121,12 @@ def environment(python, target):
     raise Failure(2, f"optax {version} of {python} is not installed as files "
                   f"({init} is missing: editable? use --target CHECKOUT)")
   key, literal = series.version_key, version_in(init)  # .dev is .dev0
-  root, meta = pathlib.Path(init).parents[1], r"^Version:\s*(\S+)"
-  strays = [str(d) for d in root.glob("optax-*.dist-info")
-            if key(version_in(d / "METADATA", meta) or "") != key(literal or "")]
-  if strays and len(strays) < len(list(root.glob("optax-*.dist-info"))):
-    raise Failure(4, f"another optax's metadata beside optax {literal}'s in "
-                  f"{root}: remove it: rm -r {' '.join(strays)}")
+  root = pathlib.Path(init).parents[1]
+  strays = [str(d) for d in root.glob("optax-*.dist-info") if key(version_in(
+      d / "METADATA", r"^Version:\s*(\S+)") or "") != key(literal or "")]
+  if len(list(root.glob("optax-*.dist-info"))) > len(strays) > 0:
+    raise Failure(4, f"stray metadata beside optax {literal}'s: rm -r "
+                  + " ".join(strays))
   if not version or literal and key(literal) != key(version):
     raise Failure(4, f"optax's metadata says version {version}, its {init} "
                   f"says {literal}: reinstall optax")
@@ -140,25 +140,25 @@ def version_in(file, line=r"^__version__\s*=\s*['\"]([^'\"]+)['\"]"):
   return m and m.group(1)
 
 
-PROBE = """import importlib.util, json, os, sys
-if sys.path[:1] == [""]: del sys.path[0]  # no ./optax
-sys.path[:0] = sys.argv[1:]
-spec, prefix = importlib.util.find_spec("optax"), sys.pycache_prefix
-print(json.dumps([spec and spec.origin, prefix and os.path.abspath(prefix)]))"""
+PROBE = ("import importlib.util as u, json, os, sys\n"
+         "if sys.path[:1] == ['']: del sys.path[0]  # no ./optax\n"
+         "sys.path[:0] = sys.argv[1:]  # --target's tree\n"
+         "s, p = u.find_spec('optax'), sys.pycache_prefix\n"
+         "print(json.dumps([s and s.origin, p and os.path.abspath(p)]))")
 
 
 def imported(python, root, target):
-  """(sys.pycache_prefix, spellings of ROOT) of PYTHON run as the user runs
-  it (PYTHON* variables); exit 2 if PYTHONPATH makes another optax import."""
+  """(sys.pycache_prefix, spellings of ROOT) of PYTHON run with the caller's
+  PYTHON* variables; exit 2 if PYTHONPATH makes it import another optax."""
   origin = prefix = None
   with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError,
-                           TypeError):
-    origin, prefix = json.loads((subprocess.run(
+                           TypeError, IndexError):
+    origin, prefix = json.loads(subprocess.run(
         [python, "-c", PROBE, *([str(root)] if target else [])],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
-        check=False).stdout.splitlines() or [""])[-1])
-  init = os.path.realpath(root / "optax" / "__init__.py")
-  if origin and os.path.realpath(origin) == init:
+        capture_output=True, text=True, timeout=120,
+        check=False).stdout.splitlines()[-1])
+  if origin and os.path.realpath(origin) == os.path.realpath(
+      root / "optax" / "__init__.py"):
     return prefix, {str(root), os.path.dirname(os.path.dirname(origin))}
   if os.environ.get("PYTHONPATH") and not target:
     raise Failure(2, f"with your PYTHONPATH, {python} imports optax from "
@@ -169,14 +169,12 @@ def imported(python, root, target):
 
 
 def bytecode(root, path, where):
-  """PATH's .pyc files (any Python, any optimization): in __pycache__ beside
-  it and in WHERE's sys.pycache_prefix tree, under each spelling of ROOT."""
-  prefix, roots = where
-  folder, stem = os.path.split(path)
+  """PATH's .pyc files, any Python and optimization: in __pycache__ beside it
+  and in WHERE's sys.pycache_prefix tree, under each spelling of ROOT."""
+  (prefix, roots), (folder, name) = where, os.path.split(path)
   return [c for d in [root / folder / "__pycache__"] + [pathlib.Path(
-      prefix, os.path.join(r, folder).lstrip(os.sep)) for r in roots
-                                                         if prefix]
-          for c in d.glob(f"{stem[:-3]}.*.pyc")]
+      prefix + os.path.join(r, folder)) for r in roots if prefix]
+          for c in d.glob(name.replace(".py", ".*.pyc"))]
 
 
 def classify(root, pins, fix):
@@ -417,7 +415,8 @@ def main(argv):
     mode.add_argument(f"--{m}", dest="mode", action="store_const", const=m,
                       default="apply")
   for sig in (signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C: the checks child
-    signal.signal(sig, signal.default_int_handler)  # ends, its temporary goes
+    if signal.getsignal(sig) == signal.SIG_DFL:  # ends, its temporary goes
+      signal.signal(sig, signal.default_int_handler)  # (nohup: ignored)
   try:
     args = parser.parse_args(argv)
     if "" in (args.python, args.target):
