@@ -629,7 +629,8 @@ def test_symlinked_file_is_refused(repo, env, tmp_path):
 
 
 def test_read_only_install_is_refused_even_as_root(repo, env, release):
-  """chmod a-w: exit 5 (root too), --dry-run says "writable: no"."""
+  """chmod a-w: exit 5 (root too), --dry-run says "writable: no"; so too a
+  read-only __pycache__ holding unchecked-hash .pyc of a touched module."""
   subprocess.run(["chmod", "-R", "a-w", str(env.site / "optax")], check=True)
   dry = _run(repo, "--dry-run", env=env)
   _refused(dry, 5, "not writable")
@@ -641,6 +642,11 @@ def test_read_only_install_is_refused_even_as_root(repo, env, release):
   dry = _run(repo, "--dry-run", env=env)
   assert dry.returncode == 0 and "writable: yes" in dry.stdout
   assert LINESEARCH in dry.stdout and _tree(env.site) == release
+  _compile(env, "--invalidation-mode", "unchecked-hash")
+  cache = env.site / "optax" / "_src" / "__pycache__"
+  cache.chmod(0o555)
+  _refused(_run(repo, env=env), 5, str(cache), "nothing changed")
+  assert _tree(env.site) == release
 
 
 def test_directory_named_like_a_temporary_is_left_alone(repo, env):

@@ -112,10 +112,11 @@ def environment(python, target):
       raise Failure(2, f"not an optax source tree: {target}")
     return version, pathlib.Path(os.path.abspath(target))
   if not got["optax"]:
-    other = python3_with_optax()
+    other = python3_with_optax()  # $CONDA_PREFIX's may not be the user's
     raise Failure(2, f"no optax in the environment of {python} (" + (
         f"the python3 on PATH has it: --python {other}; or " if other and
-        other != python else "") + f"install it: {python} -m pip install optax)")
+        other != python else "") + f"install it: {python} -m pip install "
+                  "optax)")
   version, init = got["optax"]
   if not os.path.isfile(init):
     raise Failure(2, f"optax {version} of {python} is not installed as files "
@@ -147,7 +148,7 @@ PROBE = ("import importlib.util as u, json, os, sys\n"
          "print(json.dumps([s and s.origin, p and os.path.abspath(p)]))")
 
 
-def imported(python, root, target):
+def user_pycache(python, root, target):
   """(sys.pycache_prefix, spellings of ROOT) of PYTHON run with the caller's
   PYTHON* variables; exit 2 if PYTHONPATH makes it import another optax."""
   origin = prefix = None
@@ -312,7 +313,7 @@ def run(args):
     return 0
   python = interpreter(args)
   version, root = environment(python, args.target)
-  where = imported(python, root, args.target)
+  where = user_pycache(python, root, args.target)
   folder = {t.release: t.folder for t in series.targets()}.get(version)
   say(f"{python}: optax {version} in {root / 'optax'}"
       + (f", series patches/{folder}" if folder else ""))
@@ -345,10 +346,11 @@ def run(args):
     say(f"already {'applied' if goal == 'patched' else 'as released'}: "
         "nothing changed")
     return 0
-  unchecked = {c.parent for p in todo for c in bytecode(root, p, where)
-               if c.read_bytes()[4:8] == b"\1\0\0\0"}  # never rechecked
+  # The files, their folders, the folders of their unchecked-hash .pyc (flags
+  # 1: never rechecked by Python, so they must go), all to be writable.
   places = sorted({root / p for p in pins} | {(root / p).parent for p in pins}
-                  | unchecked)  # folders whose bytecode must go
+                  | {c.parent for p in todo for c in bytecode(root, p, where)
+                     if c.read_bytes()[4:8] == b"\1\0\0\0"})
   keepable = {(os.geteuid(), g) for g in (os.getegid(), *os.getgroups())}
   # Not writable, or (but for root) an owner and group it could not keep.
   unwritable = next((p for p in places if not os.stat(p).st_mode & 0o222
@@ -360,9 +362,9 @@ def run(args):
         f"{len(leftovers)} leftover temporaries; writable: "
         f"{'no' if unwritable else 'yes'}")
     if unwritable:
-      raise Failure(5, f"refused: {unwritable} is not writable, or not with its "
-                    "owner and group kept (a read-only or shared install?): "
-                    "nothing changed")
+      raise Failure(5, f"refused: {unwritable} is not writable, or not with "
+                    "its owner and group kept (a read-only or shared "
+                    "install?): nothing changed")
     return 0
   for tmp in leftovers:
     tmp.unlink(missing_ok=True)  # another run may have been quicker
