@@ -878,7 +878,7 @@ def test_pythonpath_with_another_optax_is_refused(repo, env, release,
   for result in (_run(repo, env=env, **path), _sh(
       repo, "--check", VIRTUAL_ENV=str(env.python.parents[1]), **path)):
     _refused(result, 2, f"imports optax from {other / 'optax'}",
-             "--target DIR", "empty PYTHONPATH")
+             f"--target {other},", "empty PYTHONPATH")
   assert _tree(env.site) == release and _tree(other) == pristine
   assert _run(repo, "--target", str(other), env=env, **path).returncode == 0
   assert _tree(other) != pristine and _tree(env.site) == release
@@ -889,7 +889,10 @@ def test_terminated_run_ends_its_checks(repo, env, release, tmp_path, sig):
   """SIGTERM or SIGHUP while the checks run: the checks child ends, its
   temporary directory goes, exit 130 (see --help), nothing changed."""
   pid_file = tmp_path / "checks.pid"  # the stub stops apply once it runs
+  # apply keeps ignoring what its parent ignores (nohup): not this signal.
+  previous = signal.signal(sig, signal.SIG_DFL)
   proc = _started(repo, env, STUB_CHECKS="hang", STUB_PID_FILE=str(pid_file))
+  signal.signal(sig, previous)
   try:
     _, status = os.waitpid(proc.pid, os.WUNTRACED)
     assert os.WIFSTOPPED(status), proc.communicate()

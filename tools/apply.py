@@ -162,10 +162,11 @@ def user_pycache(python, root, target):
       root / "optax" / "__init__.py"):
     return prefix, {str(root), os.path.dirname(os.path.dirname(origin))}
   if os.environ.get("PYTHONPATH") and not target:
+    other = os.path.dirname(os.path.dirname(origin)) if origin else "DIR"
     raise Failure(2, f"with your PYTHONPATH, {python} imports optax from "
-                  f"{os.path.dirname(origin or '') or 'nowhere'}, not "
-                  f"{root / 'optax'}: patch that one with --target DIR, or "
-                  "run with an empty PYTHONPATH to patch the environment's")
+                  f"{origin and os.path.dirname(origin)}, not {root / 'optax'}"
+                  f": patch that one: --target {other}, or run with an empty "
+                  "PYTHONPATH to patch the environment's")
   return prefix, {str(root)}
 
 
