@@ -5,12 +5,14 @@ An environment is a venv (no pip: the tests' pip drives it through
 the PyPI wheel, sharing jax & co. with the test interpreter through a .pth
 file, so patching it never touches the optax of the test environment.
 
-Most tests run a copy of tools/ and patches/ whose tools/checks.py has a
-fast main() (it does not import jax; $STUB_CHECKS picks a behaviour); two
-tests run the real checks. Tests that need a run stopped at a given point use
-the tool's SIGSTOP hook ($OPTAX_TYPESTABLE_STOP_AT), never a sleep.
+Most tests run apply.py with tests/stub_checks.py in place of the real checks
+(its test hook $OPTAX_TYPESTABLE_CHECKS; no jax, $STUB_CHECKS picks a
+behaviour); tests passing **REAL run the real tools/checks.py. Tests that need
+a run stopped at a given point use the tool's SIGSTOP hook
+($OPTAX_TYPESTABLE_STOP_AT), never a sleep.
 """
 
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -22,6 +24,7 @@ import sys
 
 import pytest
 
+import checks
 import series
 
 REPO = series.REPO
@@ -30,47 +33,8 @@ VERSION = "0.2.8"
 LINESEARCH, NUMERICS, TRANSFORM = (f"optax/_src/{m}.py" for m in
                                    ("linesearch", "numerics", "transform"))
 PINS = series.manifest(VERSION)
-STUB_MAIN = '''
-real_main = main
-
-
-def main(argv):  # the stub: no jax, behaviour by $STUB_CHECKS
-  import hashlib, importlib.util, pathlib
-  if "--where" in argv:
-    return real_main(argv)
-  parser = argparse.ArgumentParser()
-  parser.add_argument("--json")
-  parser.add_argument("--path", action="append", default=[])
-  args = parser.parse_args(argv)
-  sys.path[:0] = args.path
-  mode = os.environ.get("STUB_CHECKS", "")
-  spec = importlib.util.find_spec("optax")
-  src = pathlib.Path(spec.origin).parent / "_src" / "linesearch.py"
-  pins = pathlib.Path(__file__).parents[1] / "patches/manifest/0.2.8.sha256"
-  patched = any(l.split()[1] == hashlib.sha256(src.read_bytes()).hexdigest()
-                for l in pins.read_text().splitlines())
-  if mode == "broken" or (mode == "breaks-import" and patched):
-    error = "optax does not import: ModuleNotFoundError: jax"
-    print("checks.py: " + error, file=sys.stderr)
-    save(args.json, None, error, [])
-    return 3
-  if mode == "import":
-    import optax
-  verdicts = [("stub-runs", True, "PASS  stub-runs")]
-  if mode == "regress":
-    verdicts.append(("stub-released", not patched,
-                     ("PASS" if not patched else "FAIL") + "  stub-released"))
-  print(f"optax 0.2.8 from {spec.origin}")
-  for _, _, line in verdicts:
-    print(line)
-  save(args.json, ["0.2.8", spec.origin], None, verdicts)
-  return 0 if all(v[1] for v in verdicts) else 1
-
-'''
-# The real tools/checks.py (its verdict file, its run() and read()) with a
-# fast main(): no jax, behaviour by $STUB_CHECKS.
-STUB = (REPO / "tools" / "checks.py").read_text().replace(
-    '\nif __name__ == "__main__":', STUB_MAIN + '\nif __name__ == "__main__":')
+STUB = REPO / "tests" / "stub_checks.py"  # $OPTAX_TYPESTABLE_CHECKS
+REAL = {"OPTAX_TYPESTABLE_CHECKS": None}  # **REAL: the real tools/checks.py
 
 
 @dataclasses.dataclass
@@ -94,18 +58,20 @@ def _tree(root):
 
 
 def _repo_copy(dest):
-  """tools/ and patches/ with a stub checks.py: series.py finds patches/."""
+  """A copy of tools/ and patches/ (series.py finds patches/ beside tools/)."""
   shutil.copytree(REPO / "tools", dest / "tools",
                   ignore=shutil.ignore_patterns("__pycache__"))
   shutil.copytree(REPO / "patches", dest / "patches")
-  (dest / "tools" / "checks.py").write_text(STUB)
   return dest
 
 
 def _environ(extra):
+  """os.environ outside any environment, with the stub checks, and EXTRA
+  (a None value unsets a variable)."""
   environ = {k: v for k, v in os.environ.items()
              if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
-  return dict(environ, **extra)
+  environ.update({"OPTAX_TYPESTABLE_CHECKS": str(STUB), **extra})
+  return {k: v for k, v in environ.items() if v is not None}
 
 
 def _run(repo, *args, env=None, python=None, cwd=None, **extra):
@@ -115,9 +81,9 @@ def _run(repo, *args, env=None, python=None, cwd=None, **extra):
                         env=_environ(extra), cwd=cwd, timeout=900, check=False)
 
 
-def _sh(repo, *args, **extra):
-  """tools/apply.sh ARGS, with the environment variables EXTRA."""
-  return subprocess.run(["bash", str(repo / "tools" / "apply.sh"), *args],
+def _sh(repo, *args, shell="bash", **extra):
+  """tools/apply.sh ARGS run by SHELL, with the environment variables EXTRA."""
+  return subprocess.run([shell, str(repo / "tools" / "apply.sh"), *args],
                         capture_output=True, text=True, env=_environ(extra),
                         timeout=900, check=False)
 
@@ -159,6 +125,13 @@ def _refused(result, code, *words):
     assert word in err, err
 
 
+def _verdicts(out, label=""):
+  """{check: 'PASS' | 'FAIL'} of the lines LABEL<verdict>  <check> in OUT."""
+  return {w[1]: w[0] for w in (l.strip()[len(label):].split() for l in
+                               out.splitlines() if l.strip().startswith(label))
+          if len(w) > 1 and w[0] in ("PASS", "FAIL") and w[1] in checks.CHECKS}
+
+
 def _set_version(env, version):
   """Makes the environment's optax say VERSION: metadata and __version__."""
   for file, line in ((f"optax-{VERSION}.dist-info/METADATA", "Version: {}\n"),
@@ -167,6 +140,30 @@ def _set_version(env, version):
     assert line.format(VERSION) in text, file
     (env.site / file).write_text(text.replace(line.format(VERSION),
                                               line.format(version), 1))
+
+
+def _bare_venv(tmp_path):
+  """A venv without optax (nor pip): its root."""
+  subprocess.run([sys.executable, "-m", "venv", "--without-pip",
+                  str(tmp_path / "bare")], check=True)
+  return tmp_path / "bare"
+
+
+def _compile(env, *args, **extra):
+  """python -m compileall ARGS of the environment's optax/ (EXTRA: its
+  environment variables, e.g. PYTHONPYCACHEPREFIX)."""
+  subprocess.run([str(env.python), "-m", "compileall", "-q", "-f", *args,
+                  str(env.site / "optax")], env=_environ(extra), check=True)
+
+
+def _user_checks(env, **extra):
+  """{check: verdict} of a plain `python tools/checks.py`, as a user runs it
+  with the environment's interpreter (EXTRA: environment variables)."""
+  ran = subprocess.run([str(env.python), str(REPO / "tools" / "checks.py")],
+                       capture_output=True, text=True, cwd=env.site.parent,
+                       env=_environ(dict(extra, JAX_PLATFORMS="cpu")),
+                       check=False)
+  return _verdicts(ran.stdout) or ran.stdout + ran.stderr[-800:]
 
 
 def _imports(env):
@@ -186,6 +183,9 @@ def _pip_install(python, *args, version=VERSION):
 def _reinstall(env):
   """What the tool tells users: pip install --force-reinstall --no-deps."""
   _pip_install(env.python, "--force-reinstall")
+
+
+PATCHED = dict.fromkeys(checks.CHECKS, "PASS")  # 0.2.8 patched
 
 
 @pytest.fixture(scope="session")
@@ -228,10 +228,10 @@ def release(env):
 def test_force_reinstall_cycle_with_the_real_checks(env, release, repo):
   """Real checks: apply, pip --force-reinstall, --check 10, apply, --check 0,
   apply again changes nothing, --revert gives the release back."""
-  applied = _run(REPO, env=env)  # the real tools/checks.py
+  applied = _run(repo, env=env, **REAL)
   assert applied.returncode == 0, applied.stdout + applied.stderr
-  assert "before: FAIL  compile-once-zoom" in applied.stdout
-  assert "after: PASS  compile-once-zoom" in applied.stdout
+  assert _verdicts(applied.stdout, "before: ") != _verdicts(
+      applied.stdout, "after: ") == dict.fromkeys(checks.CHECKS, "PASS")
   assert {p: _sha(env.site / p) for p in PINS} == {
       p: patched for p, (_, patched) in PINS.items()}
   _reinstall(env)
@@ -254,16 +254,16 @@ def test_newer_release_than_the_series(env, repo, fixed):
   _set_version(env, "0.2.9")
   before = _tree(env.site)
   for args in ((), ("--check",)):
-    result = _run(REPO, *args, env=env)
+    result = _run(repo, *args, env=env, **REAL)
     if fixed:
       assert result.returncode == 0, result.stdout + result.stderr
       assert result.stdout.splitlines()[-1] == (
           "optax 0.2.9 already has the fix: nothing to patch")
     else:
-      _refused(result, 3, "optax 0.2.9 is newer than the series and "
-               "compile-once-zoom, compile-once-backtracking, "
-               "store-grad-float32-x64, value-and-grad-from-state fail; "
-               "to patch an optax checkout: git am patches/main/*.patch")
+      _refused(result, 3, "optax 0.2.9 is newer than the series and ",
+               " fail; to patch an optax checkout: git am patches/main/*.patch")
+      failing = result.stderr.split(" and ", 1)[1].split(" fail;")[0]
+      assert set(failing.split(", ")) <= set(checks.MAIN), failing
   assert _tree(env.site) == before
 
 
@@ -349,6 +349,25 @@ def test_kill_9_then_rerun_completes(env, release, repo, point, check):
   assert _tree(env.site) == release
 
 
+@pytest.mark.parametrize("case", ["replaced-1", f"replaced-{len(PINS)}",
+                                  "pycache-prefix"])
+def test_unchecked_hash_bytecode_never_hides_the_patch(repo, env, tmp_path,
+                                                       case):
+  """optax compiled to unchecked-hash .pyc (never rechecked): a run killed at
+  replaced-N, rerun; or, the .pyc under $PYTHONPYCACHEPREFIX, apply with
+  that prefix (its after-checks agree): a plain `python tools/checks.py`
+  gives the patched verdicts."""
+  prefix = {"PYTHONPYCACHEPREFIX": str(tmp_path / "pycache")} if (
+      case == "pycache-prefix") else {}
+  _compile(env, "--invalidation-mode", "unchecked-hash", **prefix)
+  if not prefix:
+    _kill(_stopped(repo, env, case))
+  applied = _run(repo, env=env, **prefix, **(REAL if prefix else {}))
+  assert applied.returncode == 0, applied.stdout + applied.stderr
+  after = _verdicts(applied.stdout, "after: ") if prefix else PATCHED
+  assert after == _user_checks(env, **prefix) == PATCHED
+
+
 LBFGS = """
 import jax, jax.numpy as jnp, optax
 f = lambda x: jnp.sum((x - 1.0) ** 2)
@@ -383,8 +402,9 @@ def test_every_prefix_of_the_writes_runs_lbfgs(env, repo, mode, point):
 
 
 def test_bad_interpreters_get_one_line(repo, env, tmp_path):
-  """Not Python, not runnable (the OS error is named), no optax, bad or
-  empty arguments: exit 2, one line."""
+  """Not Python, not runnable (the OS error is named), no optax (with the
+  python3 on PATH that has it, for $CONDA_PREFIX), bad or empty arguments:
+  exit 2, one line."""
   text = tmp_path / "not-executable"
   text.write_text(f"#!/bin/sh\nexec {env.python} \"$@\"\n")
   text.chmod(0o644)  # even root cannot execute it
@@ -396,10 +416,12 @@ def test_bad_interpreters_get_one_line(repo, env, tmp_path):
                        (tmp_path / "missing", "No such file or directory")):
     for args in (("--check",), ()):
       _refused(_run(repo, *args, python=python), 2, said)
-  subprocess.run([sys.executable, "-m", "venv", "--without-pip",
-                  str(tmp_path / "bare")], check=True)
-  _refused(_run(repo, "--check", python=tmp_path / "bare/bin/python"), 2,
+  bare = _bare_venv(tmp_path)
+  _refused(_run(repo, "--check", python=bare / "bin" / "python"), 2,
            "no optax", "pip install optax")
+  _refused(_sh(repo, "--check", CONDA_PREFIX=str(bare),
+               PATH=f"{env.python.parent}:{os.environ['PATH']}"), 2,
+           f"--python {env.python.parent / 'python3'}")
   _refused(_run(repo, "--bogus"), 2, "--bogus")
   _refused(_run(repo, "--check", "--revert", env=env), 2)
   for args in (("--python", ""), ("--target", ""), ("--python=", "--check")):
@@ -407,13 +429,11 @@ def test_bad_interpreters_get_one_line(repo, env, tmp_path):
 
 
 def test_interpreter_with_a_banner(repo, env, tmp_path):
-  """An interpreter printing at start-up (a banner, a line like the old
-  probe's marker): --check still finds the environment's optax, exit 10."""
+  """An interpreter printing a banner at start-up: --check still finds the
+  environment's optax, exit 10."""
   wrapper = tmp_path / "python-with-banner"
-  wrapper.write_text(
-      "#!/bin/sh\necho 'Welcome to Python (site banner)'\n"
-      "echo 'OPTAX-TYPESTABLE [\"9.9\", \"/nowhere\"]'\n"
-      f"exec {env.python} \"$@\"\n")
+  wrapper.write_text("#!/bin/sh\necho 'Welcome to Python (site banner)'\n"
+                     f"exec {env.python} \"$@\"\n")
   wrapper.chmod(0o755)
   checked = _run(repo, "--check", python=wrapper)
   assert checked.returncode == 10, checked.stdout + checked.stderr
@@ -609,7 +629,8 @@ def test_symlinked_file_is_refused(repo, env, tmp_path):
 
 
 def test_read_only_install_is_refused_even_as_root(repo, env, release):
-  """chmod a-w: exit 5 (root too), --dry-run says "writable: no"."""
+  """chmod a-w: exit 5 (root too), --dry-run says "writable: no"; so too a
+  read-only __pycache__ holding unchecked-hash .pyc of a touched module."""
   subprocess.run(["chmod", "-R", "a-w", str(env.site / "optax")], check=True)
   dry = _run(repo, "--dry-run", env=env)
   _refused(dry, 5, "not writable")
@@ -621,6 +642,11 @@ def test_read_only_install_is_refused_even_as_root(repo, env, release):
   dry = _run(repo, "--dry-run", env=env)
   assert dry.returncode == 0 and "writable: yes" in dry.stdout
   assert LINESEARCH in dry.stdout and _tree(env.site) == release
+  _compile(env, "--invalidation-mode", "unchecked-hash")
+  cache = env.site / "optax" / "_src" / "__pycache__"
+  cache.chmod(0o555)
+  _refused(_run(repo, env=env), 5, str(cache), "nothing changed")
+  assert _tree(env.site) == release
 
 
 def test_directory_named_like_a_temporary_is_left_alone(repo, env):
@@ -638,8 +664,7 @@ def test_directory_named_like_a_temporary_is_left_alone(repo, env):
 def test_writes_only_the_touched_files(repo, env, release, tmp_path):
   """Only the touched files change; only their modules' bytecode goes; no
   state file, journal or lock; no scratch copies left in $TMPDIR."""
-  subprocess.run([str(env.python), "-m", "compileall", "-q",
-                  str(env.site / "optax" / "_src")], check=True)
+  _compile(env)
   cache = env.site / "optax" / "_src" / "__pycache__"
   pycs = {p.name for p in cache.iterdir()}
   (tmp_path / "tmpdir").mkdir()
@@ -743,9 +768,7 @@ def test_no_environment_found_creates_nothing(tmp_path):
   """No $VIRTUAL_ENV, no python3 with optax on PATH, no .venv: --check and
   --dry-run exit 2, --list 0; none creates a file in the repository."""
   repo = _repo_copy(tmp_path / "repo")
-  subprocess.run([sys.executable, "-m", "venv", "--without-pip",
-                  str(tmp_path / "bare")], check=True)
-  path = f"{tmp_path / 'bare' / 'bin'}:{os.environ['PATH']}"
+  path = f"{_bare_venv(tmp_path) / 'bin'}:{os.environ['PATH']}"
   files = sorted(repo.rglob("*"))
   for args in (("--check",), ("--dry-run",), ("--revert",)):
     _refused(_sh(repo, *args, PATH=path), 2, "no environment with optax")
@@ -754,20 +777,24 @@ def test_no_environment_found_creates_nothing(tmp_path):
 
 
 def test_list_and_help(repo):
-  """--list: the releases and their series; --help (exit 0): the exit codes."""
-  listed = _sh(repo, "--list")
-  assert listed.returncode == 0
-  assert f"optax {VERSION}: patches/{VERSION}" in listed.stdout
-  assert "optax 0.2.7: patches/0.2.7 (with jax 0.9.2)" in listed.stdout
+  """--list (apply.sh run by bash or sh): the releases and their series;
+  --help (exit 0): the exit codes."""
+  for shell in ("bash", "sh"):  # sh: dash, say, as `sh tools/apply.sh`
+    listed = _sh(repo, "--list", shell=shell)
+    assert listed.returncode == 0, listed.stderr
+    assert f"optax {VERSION}: patches/{VERSION}" in listed.stdout
+    assert "optax 0.2.7: patches/0.2.7 (with jax 0.9.2)" in listed.stdout
   helped = _sh(repo, "--help")
   assert helped.returncode == 0 and "exit codes" in helped.stdout
   assert " 11  --check: partly applied" in helped.stdout
   assert "   8  putting files back failed too" in helped.stdout
 
 
-def test_stdout_reader_gone_changes_no_outcome(repo, env, release):
+def test_output_gone_changes_no_outcome(repo, env, release, tmp_path):
   """stdout's reader gone (| head -1): the run goes on as if read. Checks
-  that regress: exit 1, the release put back; else applied, exit 0."""
+  that regress: exit 1, the release put back; else applied, exit 0. stderr
+  closed (2>&-) or read-only (what a wrapper such as a pyenv shim leaves on
+  fd 2 then): a usage error still exits 2."""
   for checks, code in (("regress", 1), ("", 0)):
     proc = _started(repo, env, STUB_CHECKS=checks)
     proc.stdout.close()
@@ -779,6 +806,14 @@ def test_stdout_reader_gone_changes_no_outcome(repo, env, release):
     else:
       assert (result.returncode, result.stderr) == (0, "")
       assert _run(repo, "--check", env=env).returncode == 0
+  script = str(repo / "tools" / "apply.sh")
+  (tmp_path / "read-only").write_text("")
+  with open(tmp_path / "read-only", encoding="utf-8") as read_only:
+    for cmd, stderr in ((["bash", script], read_only), (
+        ["bash", "-c", 'exec bash "$0" "$1" 2>&-', script], None)):
+      ran = subprocess.run(cmd + ["--bogus"], stdout=subprocess.DEVNULL,
+                           stderr=stderr, env=_environ({}), check=False)
+      assert ran.returncode == 2, (cmd, ran)
 
 
 def test_relative_python_through_a_symlinked_apply_sh(repo, env, tmp_path):
@@ -830,3 +865,60 @@ def test_target_with_an_interpreter_that_is_not_python(repo, tmp_path):
                        (tmp_path / "missing", "No such file or directory")):
     _refused(_run(repo, "--target", str(checkout), python=python), 2, said)
   assert _tree(checkout) == before
+
+
+def test_pythonpath_with_another_optax_is_refused(repo, env, release,
+                                                 tmp_path):
+  """$PYTHONPATH making another optax the one the interpreter imports: exit 2
+  naming --target and an empty PYTHONPATH, nothing changed (--python and
+  apply.sh alike); with --target DIR, that optax is patched."""
+  other = series.overlay(VERSION, tmp_path / "other")
+  pristine = _tree(other)
+  path = {"PYTHONPATH": str(other)}
+  for result in (_run(repo, env=env, **path), _sh(
+      repo, "--check", VIRTUAL_ENV=str(env.python.parents[1]), **path)):
+    _refused(result, 2, f"imports optax from {other / 'optax'}",
+             f"--target {other},", "empty PYTHONPATH")
+  assert _tree(env.site) == release and _tree(other) == pristine
+  assert _run(repo, "--target", str(other), env=env, **path).returncode == 0
+  assert _tree(other) != pristine and _tree(env.site) == release
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_terminated_run_ends_its_checks(repo, env, release, tmp_path, sig):
+  """SIGTERM or SIGHUP while the checks run: the checks child ends, its
+  temporary directory goes, exit 130 (see --help), nothing changed."""
+  pid_file = tmp_path / "checks.pid"  # the stub stops apply once it runs
+  # apply keeps ignoring what its parent ignores (nohup): not this signal.
+  previous = signal.signal(sig, signal.SIG_DFL)
+  proc = _started(repo, env, STUB_CHECKS="hang", STUB_PID_FILE=str(pid_file))
+  signal.signal(sig, previous)
+  try:
+    _, status = os.waitpid(proc.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status), proc.communicate()
+    child = int(pid_file.read_text())
+    scratch = os.readlink(f"/proc/{child}/cwd")  # checks.run's temporary
+    os.kill(proc.pid, sig)
+    result = _resume(proc)
+    _refused(result, 130, "interrupted")
+    assert not os.path.exists(f"/proc/{child}") and not os.path.exists(
+        scratch)
+    assert _tree(env.site) == release
+  finally:
+    with contextlib.suppress(ProcessLookupError):
+      os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_stray_second_dist_info_gets_advice_that_clears_it(repo, env):
+  """A second optax-*.dist-info (another version's) beside optax: exit 4 with
+  the command that removes it; after that command, --check works (10)."""
+  stray = env.site / "optax-0.2.7.dist-info"
+  shutil.copytree(env.site / f"optax-{VERSION}.dist-info", stray)
+  meta = stray / "METADATA"
+  meta.write_text(meta.read_text().replace(f"Version: {VERSION}\n",
+                                           "Version: 0.2.7\n"))
+  result = _run(repo, "--check", env=env)
+  _refused(result, 4, f"rm -r {stray}")
+  advice = result.stderr.strip()
+  subprocess.run(advice[advice.index("rm -r "):].split(), check=True)
+  assert _run(repo, "--check", env=env).returncode == 10

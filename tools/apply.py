@@ -16,9 +16,9 @@ exit codes (nothing is changed on 2-6; --dry-run: apply's):
    1  a check that passed before fails after, or optax no longer imports:
       the released files were put back (--wheel: no wheel written)
    2  usage: bad or empty argument, no runnable Python 3.8+, no optax, no
-      source tree, the checks import another optax; --revert of an optax
-      installed from our wheel (it names the command); --wheel: the
-      release's files are not installed, cached nor downloadable
+      source tree, the checks or your PYTHONPATH import another optax;
+      --revert of an optax installed from our wheel (it names the command);
+      --wheel: the release's files are not installed, cached nor downloadable
    3  unsupported release, or newer and without the fix: git am a checkout
    4  a touched file or optax's version is missing or modified by someone
       else, also while this runs
@@ -29,13 +29,15 @@ exit codes (nothing is changed on 2-6; --dry-run: apply's):
    8  putting files back failed too: the message names those still patched
   10  --check: not applied (as released)
   11  --check: partly applied (an interrupted run; apply or --revert ends it)
- 130  interrupted (Ctrl-C): rerun apply or --revert to complete the job
-Test hook: $OPTAX_TYPESTABLE_STOP_AT=checks-before, temps-written, replaced-N
-or checks-after makes it SIGSTOP itself there.
+ 130  interrupted (Ctrl-C, SIGTERM, SIGHUP): rerun apply or --revert
+Test hooks: $OPTAX_TYPESTABLE_STOP_AT=checks-before, temps-written, replaced-N
+or checks-after makes it SIGSTOP itself there; $OPTAX_TYPESTABLE_CHECKS=FILE
+runs FILE in place of tools/checks.py (same arguments and --json file).
 """
 
 import argparse
 import contextlib
+import json
 import os
 import pathlib
 import re
@@ -48,6 +50,8 @@ import checks
 import series
 import wheel
 
+checks.__file__ = os.environ.get("OPTAX_TYPESTABLE_CHECKS") or checks.__file__
+
 REPO = series.REPO
 TMP = ".{}.{}.typestable-tmp"  # .NAME.PID.typestable-tmp, beside NAME
 OTHER = {"released": "patched", "patched": "released"}
@@ -58,11 +62,12 @@ class Failure(Exception):
   """Exit code and a one-line message."""
 
 
-def say(*text):  # stdout's reader may be gone (| head): the run goes on
+def say(*text, file=None):  # its reader may be gone (| head): the run goes on
+  file = file or sys.stdout  # stdout if stderr is closed (None)
   try:
-    print(*text, flush=True)
+    print(*text, file=file, flush=True)
   except OSError:  # the rest, and the flush at exit, to /dev/null
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    os.dup2(os.open(os.devnull, os.O_WRONLY), file.fileno())
 
 
 def interpreter(args):
@@ -71,25 +76,32 @@ def interpreter(args):
   if args.python is not None or prefix:  # a name on PATH, or a path
     python = args.python or os.path.join(prefix, "bin", "python")
     return os.path.abspath(shutil.which(python) or python)
-  path, venv = shutil.which("python3"), REPO / ".venv" / "bin" / "python"
-  path = path and os.path.abspath(path)  # PATH may hold a relative folder
-  with contextlib.suppress(OSError, subprocess.SubprocessError):
-    if path and (checks.run(path, "--where", timeout=120)[0] or {}).get(
-        "optax"):
-      return path
+  path, venv = python3_with_optax(), REPO / ".venv" / "bin" / "python"
+  if path:
+    return path
   if not venv.exists() and args.mode == "apply" and not args.target:
     new = max(series.targets(), key=lambda t: series.version_key(t.release))
     pins = [f"{p}=={new.jax_pin}" for p in ("jax", "jaxlib") if new.jax_pin]
     say(f"{venv}: no environment has optax: making it, optax {new.release}")
     for cmd in ([sys.executable, "-m", "venv", str(venv.parents[1])], [
-        venv, "-m", "pip", "install", "-q", REPO, f"optax=={new.release}",
-        *pins]):
+        venv, "-m", "pip", "install", "-q", f"optax=={new.release}", *pins]):
       if subprocess.run(cmd, check=False).returncode != 0:
         raise Failure(2, f"could not create .venv: {cmd[2]} {cmd[3]} failed")
   if venv.exists() or args.target:
     return str(venv) if venv.exists() else sys.executable
   raise Failure(2, "no environment with optax ($VIRTUAL_ENV, $CONDA_PREFIX, "
                 "python3 on PATH, .venv): use --python; apply creates .venv")
+
+
+def python3_with_optax():
+  """The python3 on PATH (as an absolute path) if it has optax, else None."""
+  path = shutil.which("python3")
+  path = path and os.path.abspath(path)  # PATH may hold a relative folder
+  with contextlib.suppress(OSError, subprocess.SubprocessError):
+    if path and (checks.run(path, "--where", timeout=120)[0] or {}).get(
+        "optax"):
+      return path
+  return None
 
 
 def environment(python, target):
@@ -102,30 +114,76 @@ def environment(python, target):
   if not got:
     raise Failure(2, f"not a Python 3.8+ interpreter: {python}")
   if target:
-    version = written(pathlib.Path(target, "optax", "__init__.py"))
+    version = version_in(pathlib.Path(target, "optax", "__init__.py"))
     if not version:
       raise Failure(2, f"not an optax source tree: {target}")
     return version, pathlib.Path(os.path.abspath(target))
   if not got["optax"]:
-    raise Failure(2, f"no optax in the environment of {python} (install it: "
+    other = python3_with_optax()  # $CONDA_PREFIX's may not be the user's
+    raise Failure(2, f"no optax in the environment of {python} (" + (
+        f"the python3 on PATH has it: --python {other}; or " if other and
+        other != python else "") + f"install it: "
                   f"{wheel.install(python, 'optax')})")
   version, init = got["optax"]
   if not os.path.isfile(init):
     raise Failure(2, f"optax {version} of {python} is not installed as files "
                   f"({init} is missing: editable? use --target CHECKOUT)")
-  key, literal = series.version_key, written(init)  # .dev is .dev0
+  key, literal = series.version_key, version_in(init)  # .dev is .dev0
+  root = pathlib.Path(init).parents[1]
+  strays = [str(d) for d in root.glob("optax-*.dist-info") if key(version_in(
+      d / "METADATA", r"^Version:\s*(\S+)") or "") != key(literal or "")]
+  if len(list(root.glob("optax-*.dist-info"))) > len(strays) > 0:
+    raise Failure(4, f"stray metadata beside optax {literal}'s: rm -r "
+                  + " ".join(strays))
   if not version or literal and key(literal) != key(version):
     raise Failure(4, f"optax's metadata says version {version}, its {init} "
                   f"says {literal}: reinstall optax")
-  return version, pathlib.Path(init).parents[1]
+  return version, root
 
 
-def written(init):
-  """The __version__ literal of optax/__init__.py INIT, or None."""
-  m = os.path.isfile(init) and re.search(
-      r"^__version__\s*=\s*['\"]([^'\"]+)['\"]",
-      pathlib.Path(init).read_text(errors="replace"), re.M)
+def version_in(file, line=r"^__version__\s*=\s*['\"]([^'\"]+)['\"]"):
+  """The version in FILE (by LINE: optax/__init__.py's literal), or None."""
+  m = os.path.isfile(file) and re.search(
+      line, pathlib.Path(file).read_text(errors="replace"), re.M)
   return m and m.group(1)
+
+
+PROBE = ("import importlib.util as u, json, os, sys\n"
+         "if sys.path[:1] == ['']: del sys.path[0]  # no ./optax\n"
+         "sys.path[:0] = sys.argv[1:]  # --target's tree\n"
+         "s, p = u.find_spec('optax'), sys.pycache_prefix\n"
+         "print(json.dumps([s and s.origin, p and os.path.abspath(p)]))")
+
+
+def user_pycache(python, root, target):
+  """(sys.pycache_prefix, spellings of ROOT) of PYTHON run with the caller's
+  PYTHON* variables; exit 2 if PYTHONPATH makes it import another optax."""
+  origin = prefix = None
+  with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError,
+                           TypeError, IndexError):
+    origin, prefix = json.loads(subprocess.run(
+        [python, "-c", PROBE, *([str(root)] if target else [])],
+        capture_output=True, text=True, timeout=120,
+        check=False).stdout.splitlines()[-1])
+  if origin and os.path.realpath(origin) == os.path.realpath(
+      root / "optax" / "__init__.py"):
+    return prefix, {str(root), os.path.dirname(os.path.dirname(origin))}
+  if os.environ.get("PYTHONPATH") and not target:
+    other = os.path.dirname(os.path.dirname(origin)) if origin else "DIR"
+    raise Failure(2, f"with your PYTHONPATH, {python} imports optax from "
+                  f"{origin and os.path.dirname(origin)}, not {root / 'optax'}"
+                  f": patch that one: --target {other}, or run with an empty "
+                  "PYTHONPATH to patch the environment's")
+  return prefix, {str(root)}
+
+
+def bytecode(root, path, where):
+  """PATH's .pyc files, any Python and optimization: in __pycache__ beside it
+  and in WHERE's sys.pycache_prefix tree, under each spelling of ROOT."""
+  (prefix, roots), (folder, name) = where, os.path.split(path)
+  return [c for d in [root / folder / "__pycache__"] + [pathlib.Path(
+      prefix + os.path.join(r, folder)) for r in roots if prefix]
+          for c in d.glob(name.replace(".py", ".*.pyc"))]
 
 
 def classify(root, pins, fix):
@@ -161,7 +219,7 @@ def versions(folder, pins, kinds, data):
   return out
 
 
-def dead(pid):  # of a temporary's name: a run that is gone, or this one
+def abandoned(pid):  # of a temporary's name: a run that is gone, or this one
   try:
     return pid.isdecimal() and (int(pid) == os.getpid() or os.kill(int(pid), 0))
   except (ProcessLookupError, OverflowError):
@@ -176,8 +234,9 @@ def hook(point):
     os.kill(os.getpid(), signal.SIGSTOP)
 
 
-def write(root, contents, paths, goal):
-  """Replaces PATHS by GOAL: ([paths replaced], Failure that stopped it)."""
+def write(root, contents, paths, goal, where):
+  """Replaces PATHS by GOAL, each after removing its bytecode (WHERE: see
+  bytecode()): ([paths replaced], Failure that stopped it)."""
   tmps, done, failure = {}, [], None
   try:
     for path in paths:
@@ -194,20 +253,24 @@ def write(root, contents, paths, goal):
         failure = Failure(4, f"{root / path} changed while this ran")
         break
       if now != contents[path][goal]:
+        for pyc in bytecode(root, path, where):  # before: no kill leaves
+          with contextlib.suppress(OSError):  # one stale; the rest Python
+            pyc.unlink()  # rechecks (a read-only unchecked-hash one: exit 5)
         os.replace(tmps[path], root / path)
         done.append(path)
         hook(f"replaced-{len(done)}")
   except OSError as e:
     failure = Failure(7, f"cannot write {root / path}: {e.strerror}")
-  for tmp in tmps.values():
-    with contextlib.suppress(OSError):
-      os.unlink(tmp)
+  finally:  # also if interrupted
+    for tmp in tmps.values():
+      with contextlib.suppress(OSError):
+        os.unlink(tmp)
   return done, failure
 
 
-def put_back(root, contents, paths, goal, code, reason, rerun):
+def put_back(root, contents, paths, goal, where, code, reason, rerun):
   """Writes PATHS as GOAL, then raises Failure CODE, or 8 if that fails."""
-  failure = write(root, contents, paths, goal)[1]
+  failure = write(root, contents, paths, goal, where)[1]
   if failure is None:
     raise Failure(code, reason + (": the released files were put back"
                                   if code == 1 else ": nothing changed"))
@@ -220,12 +283,13 @@ def put_back(root, contents, paths, goal, code, reason, rerun):
 
 def verdicts(python, root, target, label):
   """The names of the checks that pass, or why there are none."""
-  got, said = checks.run(python, *([f"--path={root}"] if target else []),
-                         env=dict(os.environ, JAX_PLATFORMS="cpu"))
-  said = [l.strip() for l in said.splitlines() if l.strip()] or ["no output"]
+  got, output = checks.run(python, *([f"--path={root}"] if target else []),
+                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  output = [l.strip() for l in output.splitlines() if l.strip()] or [
+      "no output"]
   imported = got and got["optax"] and os.path.dirname(got["optax"][1])
   why = got and got["error"] or (not imported and "the checks could not "
-                                 f"run: {said[-1]}")
+                                 f"run: {output[-1]}")
   if not why and os.path.realpath(imported) != os.path.realpath(root / "optax"):
     why = f"the checks imported optax from {imported}, not {root / 'optax'}"
     if label != "after":
@@ -262,6 +326,7 @@ def run(args):
     return wheel.build(sys.modules[__name__], python, args.release, args.wheel)
   version, root = environment(python, args.target)
   built, version = wheel.LOCAL in version, version.replace(wheel.LOCAL, "")
+  where = user_pycache(python, root, args.target)
   folder = {t.release: t.folder for t in series.targets()}.get(version)
   say(f"{python}: optax {version}{wheel.LOCAL * built} in {root / 'optax'}"
       + (f", series patches/{folder}" if folder else ""))
@@ -290,31 +355,36 @@ def run(args):
         "interrupted run): apply or --revert completes it"))
     return code
   contents = versions(folder, pins, kinds, data)
-  left = [t for p in pins for t in (root / p).parent.glob(TMP.format(
+  leftovers = [t for p in pins for t in (root / p).parent.glob(TMP.format(
       pathlib.Path(p).name, "*")) if t.is_file() and not t.is_symlink()
-          and dead(t.name.split(".")[-2])]  # only regular files are ours
-  if not todo and not left:
+                and abandoned(t.name.split(".")[-2])]  # regular files: ours
+  if not todo and not leftovers:
     say(f"already {'applied' if goal == 'patched' else 'as released'}: "
         "nothing changed")
     return 0
-  places = sorted({root / p for p in pins} | {(root / p).parent for p in pins})
-  mine = {(os.geteuid(), g) for g in (os.getegid(), *os.getgroups())}
+  # The files, their folders, the folders of their unchecked-hash .pyc (flags
+  # 1: never rechecked by Python, so they must go), all to be writable.
+  places = sorted({root / p for p in pins} | {(root / p).parent for p in pins}
+                  | {c.parent for p in todo for c in bytecode(root, p, where)
+                     if c.read_bytes()[4:8] == b"\1\0\0\0"})
+  keepable = {(os.geteuid(), g) for g in (os.getegid(), *os.getgroups())}
   # Not writable, or (but for root) an owner and group it could not keep.
-  blocker = next((p for p in places if not os.stat(p).st_mode & 0o222
-                  or not os.access(p, os.W_OK) or p.is_file() and os.geteuid()
-                  and (os.stat(p).st_uid, os.stat(p).st_gid) not in mine), None)
-  if args.mode == "dry-run" or blocker:
+  unwritable = next((p for p in places if not os.stat(p).st_mode & 0o222
+                     or not os.access(p, os.W_OK) or p.is_file() and
+                     os.geteuid() and (os.stat(p).st_uid, os.stat(p).st_gid)
+                     not in keepable), None)
+  if args.mode == "dry-run" or unwritable:
     say(f"would write the {goal} {', '.join(todo) or 'nothing'} and remove "
-        f"{len(left)} leftover temporaries; writable: "
-        f"{'no' if blocker else 'yes'}")
-    if blocker:
-      raise Failure(5, f"refused: {blocker} is not writable, or not with its "
-                    "owner and group kept (a read-only or shared install?): "
-                    "nothing changed; instead: tools/apply.sh --wheel DIR, "
-                    "then pip install --user the wheel, or pip install "
-                    "--no-deps --target DIR2 it and PYTHONPATH=DIR2")
+        f"{len(leftovers)} leftover temporaries; writable: "
+        f"{'no' if unwritable else 'yes'}")
+    if unwritable:
+      raise Failure(5, f"refused: {unwritable} is not writable, or not with "
+                    "its owner and group kept (a read-only or shared "
+                    "install?): nothing changed; instead: tools/apply.sh "
+                    "--wheel DIR, then pip install --user the wheel, or pip "
+                    "install --no-deps --target DIR2 it and PYTHONPATH=DIR2")
     return 0
-  for tmp in left:
+  for tmp in leftovers:
     tmp.unlink(missing_ok=True)  # another run may have been quicker
     say(f"removed a leftover temporary: {tmp}")
   checked = bool(todo) and goal == "patched"
@@ -322,13 +392,10 @@ def run(args):
   before = verdicts(python, root, args.target, "before") if checked else None
   if environment(python, args.target) != (version, root):
     raise Failure(4, f"optax in {root} changed while this ran: nothing changed")
-  done, failure = write(root, contents, todo, goal)
+  done, failure = write(root, contents, todo, goal, where)
   if failure:
-    put_back(root, contents, done[::-1], OTHER[goal], *failure.args, rerun)
-  for pyc in [c for p in todo for c in (root / p).parent.glob(
-      f"__pycache__/{pathlib.Path(p).stem}.*.pyc")]:  # touched modules only
-    with contextlib.suppress(OSError):  # if stale, Python rechecks it
-      pyc.unlink()
+    put_back(root, contents, done[::-1], OTHER[goal], where, *failure.args,
+             rerun)
   say(f"wrote the {goal} {', '.join(done) or 'nothing'}")
   if not checked:
     return 0
@@ -343,7 +410,7 @@ def run(args):
   if lost or isinstance(after, str) and after != before:  # not as before
     reason = f"{', '.join(lost)} passed before and failed after" if lost else (
         f"after: {after}")
-    put_back(root, contents, order[::-1], "released", 1, reason, rerun)
+    put_back(root, contents, order[::-1], "released", where, 1, reason, rerun)
   if isinstance(before, str):
     say("the checks could not run before: applied anyway (every file has "
         "its pinned sha256)")
@@ -369,6 +436,9 @@ def main(argv):
     mode.add_argument(f"--{m}", dest="mode", action="store_const", const=m,
                       default="apply")
   mode.add_argument("--wheel")
+  for sig in (signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C: the checks child
+    if signal.getsignal(sig) == signal.SIG_DFL:  # ends, its temporary goes
+      signal.signal(sig, signal.default_int_handler)  # (nohup: ignored)
   try:
     args = parser.parse_args(argv)
     if "" in (args.python, args.target, args.wheel, args.release):
@@ -387,8 +457,7 @@ def main(argv):
     code, msg = 5, f"{e.filename or 'OS'}: {e.strerror or e}: nothing changed"
   except KeyboardInterrupt:
     code, msg = 130, "interrupted: rerun apply or --revert to complete it"
-  with contextlib.suppress(OSError):  # stderr's reader may be gone too
-    print(f"apply.py: {msg}", file=sys.stderr)
+  say(f"apply.py: {msg}", file=sys.stderr)
   return code
 
 
