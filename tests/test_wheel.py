@@ -178,8 +178,8 @@ def test_uv_venv_hints_say_uv(repo, tmp_path):
   fix = (f"uv pip install --force-reinstall --no-deps optax=={VERSION} "
          f"--python {python}")
   _refused(_run(repo, python=python), 4, "modified by someone else", fix)
-  subprocess.run(fix.split() + ["--no-index", "--find-links",
-                                series.wheel(VERSION).parent],
+  subprocess.run([UV, *fix.split()[1:], "--no-index", "--find-links",
+                  series.wheel(VERSION).parent],
                  check=True, env=uv, capture_output=True)
   assert _run(repo, "--check", python=python).returncode == 10
   python, _ = _uv_venv(tmp_path / "symlinked", "--link-mode", "symlink",
