@@ -4,13 +4,15 @@ usage: upstream.py test OPTAX [--ref REF] [--series FOLDER...] [--no-lint]
        upstream.py export OPTAX BRANCH --series FOLDER [--base C] [--after F]
 
 OPTAX: an optax checkout or bare mirror; --series: main (default), or main
-main-guard for both pull requests, in that order.
-test    git am -3 in a throwaway clone at REF (default HEAD); each new test
-        must fail without the library changes, the touched test files pass;
-        then lint and tools/checks.py (docs/contributing_upstream.md).
+main-guard main-strict for the three pull requests, in that order.
+test    git am -3 in a throwaway clone at REF (default HEAD); commit messages
+        checked; each new test must fail without the library changes, the
+        touched test files pass; then lint and tools/checks.py
+        (docs/contributing_upstream.md).
 export  git format-patch of BASE..BRANCH (BASE: the series' base-commit;
         --after F: BRANCH starts with F's commits, which are left out) into
-        patches/FOLDER, placeholder author, fixed date: byte-stable.
+        patches/FOLDER, placeholder author, fixed date: byte-stable; refused
+        if a commit message does not survive git am and git commit as is.
 Exit status: 0 success, 1 a conflict, a test or lint failure, 2 usage or
 setup error.
 """
