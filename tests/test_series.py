@@ -13,7 +13,7 @@ import pytest
 import series
 
 FOLDERS = sorted({t.folder for t in series.targets()})
-UPSTREAM = ["main", "main-guard"]
+UPSTREAM = ["main", "main-guard", "main-strict"]
 LINESEARCH = "optax/_src/linesearch.py"
 
 
@@ -95,6 +95,29 @@ def test_release_fix_is_the_upstream_fix(folder):
   # The same code; main also documents the fix in a docstring.
   core = series.file_diffs(folder)[LINESEARCH][0]
   assert diff_lines(core) == upstream_fix(folder)
+
+
+def test_strict_upstream_fix_is_the_release_strict_fix():
+  # PR 3 (main-strict) makes the change of 0.2.8's 0002, its last patch: the
+  # same new lines, and the same old code but for main's pyrefly comments and
+  # line breaks.
+  def code(lines):
+    return "".join("".join(l[1:].split()) for l in lines
+                   if not re.match(r"[-+]\s*# pyrefly:", l))
+
+  library = [p for p in series.paths("main-strict") if not series.is_test(p)]
+  assert sorted(library) == sorted(
+      p for p, diffs in series.file_diffs("0.2.8").items()
+      if "promote_dtypes" in diffs[-1])
+  for path in library:
+    (ours,) = series.file_diffs("main-strict")[path]
+    ours = diff_lines(ours)
+    release = diff_lines(series.file_diffs("0.2.8")[path][-1])
+    for sign in "+-":
+      assert code(l for l in ours if l[0] == sign) == code(
+          l for l in release if l[0] == sign), (path, sign)
+    assert [l for l in ours if l[0] == "+"] == [
+        l for l in release if l[0] == "+"], path
 
 
 def test_the_upstream_pr_is_small_and_in_optax_style():

@@ -87,6 +87,7 @@ def test_clean_series_passes(fake):
   assert res.returncode == 0, res.stdout + res.stderr
   assert "applied cleanly" in res.stdout
   assert "test_f_is_two: fails without the fix" in res.stdout
+  assert "0001-Make-f-return-2.patch: ok" in res.stdout  # its message
   # tools/checks.py on the fake optax, read from its verdict file
   assert "  after:\n    FAIL  seed-1210-scan-x64 " in res.stdout
   assert "all checks passed" in res.stdout
@@ -139,3 +140,41 @@ def test_a_test_that_passes_without_the_fix_fails_the_run(fake, new_test):
   res = upstream(ours, "test", optax, "--ref", "main", "--no-lint")
   assert res.returncode == 1
   assert "test_f_is_two: PASSES without the fix" in res.stdout
+
+
+# The message of patches/main-guard/0001 as committed first: a line that began
+# with "#1518" was dropped as a comment by git commit.
+CUT = "Make f return 2.\n\nThe next commit tests it.\n\nlands first, drop it.\n"
+
+
+@pytest.mark.parametrize("message, said", [
+    (CUT, "a sentence cut mid-way: 'lands first, drop it.'"),
+    ("Make f return 2.\n\nIf it\n#1518 lands first, drop it.\n",
+     "git commit would change it"),
+    ("Make f return 2.\n\nIt returns 1\n---\nnow 2.\n",
+     "git am + git log show another message than the commit's"),
+], ids=["sentence cut", "line starting with #", "--- line in the body"])
+def test_export_refuses_a_message_that_git_changes(fake, message, said):
+  ours, optax, base = fake
+  before = {p.name: p.read_bytes() for p in (ours / "patches/main").iterdir()}
+  git(optax, "checkout", "-q", "-b", "msg", base)
+  (optax / "optax/_src/mod.py").write_text(MOD.replace("return 1", "return 2"))
+  git(optax, "commit", "-qa", "--cleanup=verbatim", "-m", message)
+  res = upstream(ours, "export", optax, "msg", "--series", "main", "--base",
+                 base)
+  assert res.returncode == 1, res.stdout + res.stderr
+  assert said in res.stdout
+  assert "nothing written to patches/main" in res.stdout
+  assert {p.name: p.read_bytes()
+          for p in (ours / "patches/main").iterdir()} == before
+
+
+def test_a_committed_series_with_a_cut_message_fails_the_run(fake):
+  ours, optax, _ = fake
+  (patch,) = (ours / "patches/main").glob("*.patch")
+  head, rest = patch.read_text().split("\n---\n", 1)
+  patch.write_text(f"{head}\n\nlands first, drop it.\n---\n{rest}")
+  res = upstream(ours, "test", optax, "--no-lint")
+  assert res.returncode == 1, res.stdout + res.stderr
+  assert "a sentence cut mid-way: 'lands first, drop it.'" in res.stdout
+  assert "FAILED: a commit message is not what it must be" in res.stdout

@@ -4,13 +4,15 @@ usage: upstream.py test OPTAX [--ref REF] [--series FOLDER...] [--no-lint]
        upstream.py export OPTAX BRANCH --series FOLDER [--base C] [--after F]
 
 OPTAX: an optax checkout or bare mirror; --series: main (default), or main
-main-guard for both pull requests, in that order.
-test    git am -3 in a throwaway clone at REF (default HEAD); each new test
-        must fail without the library changes, the touched test files pass;
-        then lint and tools/checks.py (docs/contributing_upstream.md).
+main-guard main-strict for the three pull requests, in that order.
+test    git am -3 in a throwaway clone at REF (default HEAD); commit messages
+        checked; each new test must fail without the library changes, the
+        touched test files pass; then lint and tools/checks.py
+        (docs/contributing_upstream.md).
 export  git format-patch of BASE..BRANCH (BASE: the series' base-commit;
         --after F: BRANCH starts with F's commits, which are left out) into
-        patches/FOLDER, placeholder author, fixed date: byte-stable.
+        patches/FOLDER, placeholder author, fixed date: byte-stable; refused
+        if a commit message does not survive git am and git commit as is.
 Exit status: 0 success, 1 a conflict, a test or lint failure, 2 usage or
 setup error.
 """
@@ -79,8 +81,8 @@ def pytest(tree, files, select=None):
 
 
 def apply_series(tree, folder):
-  """git am -3 of FOLDER's patches: how many applied; Failed on a conflict."""
-  applied = 0
+  """git am -3 of FOLDER's patches: those applied; Failed on a conflict."""
+  applied = []
   for patch in series.patch_files(folder):
     name = f"  {folder}/{patch.name}:"
     if (git(tree, "apply", "--check", str(patch), check=False).returncode and
@@ -97,8 +99,57 @@ def apply_series(tree, folder):
       raise Failed(f"{folder}/{patch.name} does not apply")
     merged = "3-way" in res.stdout + res.stderr or "Falling back" in res.stderr
     print(f"{name} applied " + ("with a 3-way merge" if merged else "cleanly"))
-    applied += 1
+    applied.append(patch)
   return applied
+
+
+def patch_message(patch):
+  """The commit message PATCH holds: its subject, unfolded and without the
+  [PATCH n/m] prefix, and its body up to the '---' line."""
+  head, _, rest = series.read(patch).partition("\n\n")
+  subject = re.search(r"^Subject: (.*(?:\n .*)*)", head, re.M)[1]
+  subject = re.sub(r"^\[PATCH[^\]]*\] ", "", subject.replace("\n ", " "))
+  body = re.split(r"^---$", rest, maxsplit=1, flags=re.M)[0].strip("\n")
+  return f"{subject}\n\n{body}\n" if body else f"{subject}\n"
+
+
+def commit_message(tree, commit):
+  """The message of COMMIT in TREE, byte for byte."""
+  return git(tree, "cat-file", "commit", commit).stdout.split("\n\n", 1)[1]
+
+
+def message_problems(message):
+  """What `git commit` would change in MESSAGE, and its cut sentences."""
+  problems = []
+  stripped = subprocess.run(
+      ["git", "-c", "core.commentChar=#", "stripspace", "--strip-comments"],
+      input=message, capture_output=True, text=True, check=True).stdout
+  if stripped != message:
+    problems.append("git commit would change it (it drops lines that start "
+                    "with '#' as comments)")
+  for paragraph in message.split("\n\n")[1:]:
+    if re.match(r"[a-z]+\b(?![_.(`])", paragraph):
+      problems.append(f"a sentence cut mid-way: {paragraph.split(chr(10))[0]!r}")
+    if not re.search(r"[.:?!)]\n*\Z", paragraph):
+      problems.append(f"a paragraph ends mid-sentence: "
+                      f"{paragraph.rstrip().split(chr(10))[-1]!r}")
+  return problems
+
+
+def check_messages(tree, before, patches):
+  """Each commit of PATCHES, as git am made it on BEFORE, has the message its
+  patch holds, byte for byte, and a message git commit keeps as it is."""
+  commits = git(tree, "rev-list", "--reverse", f"{before}..HEAD").stdout.split()
+  failed = False
+  for patch, commit in zip(patches, commits):
+    message = commit_message(tree, commit)
+    problems = message_problems(message)
+    if message != patch_message(patch):
+      problems.append("git am + git log show another message than the patch")
+    print(f"  {patch.name}: " + ("; ".join(problems) or "ok"))
+    failed = failed or bool(problems)
+  if failed:
+    raise Failed("a commit message is not what it must be")
 
 
 def check_before(tree, ref, folder):
@@ -184,10 +235,13 @@ def cmd_test(args):
     for folder in args.series:
       print(f"\n== {folder}: git am -3")
       before = git(tree, "rev-parse", "HEAD").stdout.strip()
-      if not apply_series(tree, folder):
+      applied = apply_series(tree, folder)
+      if not applied:
         print("  the series is in optax already: drop it from "
               f"patches/{folder}")
         continue
+      print(f"\n== {folder}: commit messages")
+      check_messages(tree, before, applied)
       print(f"\n== {folder}: the new tests without the fix")
       check_before(tree, before, folder)
       print(f"\n== {folder}: tests on the patched tree")
@@ -215,14 +269,33 @@ def cmd_export(args):
     commits = git(tree, "rev-list", "--reverse", f"{base}..HEAD").stdout.split()
     after = len(series.patch_files(args.after)) if args.after else 0
     start = ([base] + commits)[after]
+    res = git(tree, *GIT_FORMAT, "format-patch", "--zero-commit",
+              "--no-signature", f"--base={base}", "-o", f"{tmp}/out",
+              f"{start}..HEAD", env=PLACEHOLDER)
+    patches = [pathlib.Path(line) for line in res.stdout.split()]
+    # Re-imported, each patch must give its commit's message byte for byte.
+    git(tree, "checkout", "-q", "--detach", start)
+    git(tree, "am", "-q", "--keep-cr", *map(str, patches), env=PLACEHOLDER)
+    again = git(tree, "rev-list", "--reverse", f"{start}..HEAD").stdout.split()
+    failed = False
+    for patch, commit, new in zip(patches, commits[after:], again):
+      message = commit_message(tree, commit)
+      problems = message_problems(message)
+      if commit_message(tree, new) != message:
+        problems.append("git am + git log show another message than the "
+                        "commit's")
+      if problems:
+        print(f"  {patch.name}: {'; '.join(problems)}")
+        failed = True
+    if failed:
+      raise Failed(f"a commit message is not what it must be: nothing "
+                   f"written to patches/{args.series[0]}")
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.patch"):
       old.unlink()
-    res = git(tree, *GIT_FORMAT, "format-patch", "--zero-commit",
-              "--no-signature", f"--base={base}", "-o", str(out),
-              f"{start}..HEAD", env=PLACEHOLDER)
-  for line in res.stdout.split():
-    print(pathlib.Path(line).relative_to(REPO))
+    for patch in patches:
+      (out / patch.name).write_bytes(patch.read_bytes())
+      print((out / patch.name).relative_to(REPO))
 
 
 def main(argv):
