@@ -21,9 +21,6 @@ under ``jax_enable_x64``, and int32 counters with int64 indices. It must run
 under strict promotion and give there the iterates of standard promotion.
 """
 
-import re
-import unittest
-
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
@@ -32,15 +29,6 @@ import numpy as np
 import optax
 
 import _helpers
-
-# optax releases before 0.2.7 get no strict promotion fix (only the
-# type-stability one), so there is nothing to test on them.
-if tuple(int(n) for n in re.findall(r'\d+', optax.__version__)[:3]) < (0, 2, 7):
-  raise unittest.SkipTest(
-      f'optax {optax.__version__}: L-BFGS supports strict dtype promotion'
-      ' from optax 0.2.7 on (with the strict promotion patch)'
-  )
-
 
 def _rosenbrock(params):
   """Rosenbrock function of all the entries, of the real dtype of params."""
