@@ -3,8 +3,8 @@
 A row (series.py matrix) is a release of patches/targets.tsv with the
 minimum jax its wheel declares, or with the newest jax it runs with. Per
 row: apply (each check fails before it where its bug lives, every check
-passes after it), apply again (nothing changed), --check says applied,
-optax_tests/ pass,
+passes after it, the series' behaviour change is printed), apply again
+(nothing changed), --check says applied, optax_tests/ pass,
 tests/test_numerics.py (iterates bit-identical to the release's), --revert,
 --check says released. It prints what optax_tests/ counted and, once per
 release (its newest jax), the optimizers whose state types still change
@@ -112,7 +112,7 @@ def _id(row):  # release, jax, Python, how optax is installed
 @pytest.mark.parametrize("row", ROWS, ids=map(_id, ROWS))
 def test_release(row, environments, tmp_path):
   """apply, again, --check, optax_tests, numerics, --revert, --check."""
-  release, _, jax, _ = row
+  release, folder, jax, _ = row
   envpy = environments[row[2:]].result()
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env.pop("PYTHONPATH", None)
@@ -147,6 +147,9 @@ def test_release(row, environments, tmp_path):
       release) >= (0, 2, 5) else []), out
   after = re.findall(r"^  after: (\S+)  (\S+)", out, re.M)  # all pass
   assert after and all(verdict == "PASS" for verdict, _ in after), out
+  for patch in series.patch_files(folder):  # and what changes for the user
+    change = series.fields(patch).get("Behaviour-Change")
+    assert not change or f"\nbehaviour change: {change}\n" in out, out
   assert "already applied: nothing changed" in apply()
   assert apply("--check").splitlines()[-1] == "applied"
   (tmp_path / "cwd").mkdir()  # no ./optax shadows the one under test
