@@ -30,6 +30,10 @@ import optax
 
 import _helpers
 
+def _before_0_2_5():
+  return tuple(int(n) for n in optax.__version__.split('.')[:3]) < (0, 2, 5)
+
+
 def _rosenbrock(params):
   """Rosenbrock function of all the entries, of the real dtype of params."""
   x = jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(params)])
@@ -66,6 +70,11 @@ class LbfgsStrictPromotionTest(parameterized.TestCase):
   def _assert_same_as_standard(self, x64, *args):
     """Iterates of _run(*args) under strict promotion, as under standard."""
     dtype = args[0]
+    if jnp.issubdtype(dtype, jnp.complexfloating) and _before_0_2_5():
+      self.skipTest(
+          f'optax {optax.__version__}: L-BFGS mixes complex curvature pairs'
+          ' with real ones (before its complex fixes of 0.2.5); not cast'
+      )
     with _helpers.x64_precision(x64):
       with jax.numpy_dtype_promotion('standard'):
         expected, expected_state = _run(*args)
@@ -199,7 +208,10 @@ class LbfgsStrictPromotionTest(parameterized.TestCase):
 
     with _helpers.x64_precision(True):
       with jax.numpy_dtype_promotion('standard'):
-        expected = run()
+        try:
+          expected = run()
+        except ValueError:  # optax 0.2.3's tree_add_scalar_mul maps over None
+          self.skipTest('this optax takes no None parameters, in any mode')
       with jax.numpy_dtype_promotion('strict'):
         iterates = run()
     for got, want in zip(iterates, expected):
