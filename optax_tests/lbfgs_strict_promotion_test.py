@@ -21,9 +21,6 @@ under ``jax_enable_x64``, and int32 counters with int64 indices. It must run
 under strict promotion and give there the iterates of standard promotion.
 """
 
-import re
-import unittest
-
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
@@ -33,13 +30,8 @@ import optax
 
 import _helpers
 
-# optax releases before 0.2.7 get no strict promotion fix (only the
-# type-stability one), so there is nothing to test on them.
-if tuple(int(n) for n in re.findall(r'\d+', optax.__version__)[:3]) < (0, 2, 7):
-  raise unittest.SkipTest(
-      f'optax {optax.__version__}: L-BFGS supports strict dtype promotion'
-      ' from optax 0.2.7 on (with the strict promotion patch)'
-  )
+def _before_0_2_5():
+  return tuple(int(n) for n in optax.__version__.split('.')[:3]) < (0, 2, 5)
 
 
 def _rosenbrock(params):
@@ -78,6 +70,11 @@ class LbfgsStrictPromotionTest(parameterized.TestCase):
   def _assert_same_as_standard(self, x64, *args):
     """Iterates of _run(*args) under strict promotion, as under standard."""
     dtype = args[0]
+    if jnp.issubdtype(dtype, jnp.complexfloating) and _before_0_2_5():
+      self.skipTest(
+          f'optax {optax.__version__}: L-BFGS mixes complex curvature pairs'
+          ' with real ones (before its complex fixes of 0.2.5); not cast'
+      )
     with _helpers.x64_precision(x64):
       with jax.numpy_dtype_promotion('standard'):
         expected, expected_state = _run(*args)
@@ -211,7 +208,10 @@ class LbfgsStrictPromotionTest(parameterized.TestCase):
 
     with _helpers.x64_precision(True):
       with jax.numpy_dtype_promotion('standard'):
-        expected = run()
+        try:
+          expected = run()
+        except ValueError:  # optax 0.2.3's tree_add_scalar_mul maps over None
+          self.skipTest('this optax takes no None parameters, in any mode')
       with jax.numpy_dtype_promotion('strict'):
         iterates = run()
     for got, want in zip(iterates, expected):

@@ -159,7 +159,41 @@ def test_matrix_rows_minimum_jax_from_the_wheels_and_newest():
   rows = series.matrix("0.10.2")
   assert ("0.2.3", "0.2.3", "0.4.27", "3.9") in rows  # Requires-Python >=3.9
   assert ("0.2.5", "0.2.5", "0.4.27", "") in rows  # Requires-Python >=3.10
-  assert ("0.2.6", "0.2.5", "0.5.3", "") in rows
+  assert ("0.2.6", "0.2.6", "0.5.3", "") in rows
   assert ("0.2.7", "0.2.7", "0.9.2", "") in rows  # its pin
   assert [r[0] for r in rows if r[2] == "0.10.2"] == [
       t.release for t in series.targets() if not t.jax_pin]
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_release_patches_state_their_provenance(folder):
+  """DEP-3 fields, not prose: where the code comes from (Origin: a series
+  with a patch of the same subject), where it went (Forwarded: no, or the
+  patches/main* series with a patch of the same subject), the release that
+  has part of it (Applied-Upstream: newer than every release of FOLDER)."""
+  releases = [t.release for t in series.targets() if t.folder == folder]
+
+  def subjects(path):  # of the patches of folder PATH, or of one patch
+    return {series.read(p).split("\n\n", 1)[0].split("] ", 1)[1].replace(
+        "\n ", " ") for p in (series.patch_files(path.name)
+                              if path.is_dir() else [path])}
+
+  for patch in series.patch_files(folder):
+    dep3 = series.fields(patch)
+    assert {"Origin", "Forwarded"} <= set(dep3), patch.name
+    assert not re.search(r"^Local (backport|patch)", series.read(patch), re.M)
+    mine = subjects(patch)
+    kind, _, source = dep3["Origin"].partition(", ")
+    assert kind in ("upstream", "backport", "vendor", "other"), dep3["Origin"]
+    if source:
+      assert mine <= subjects(series.REPO / source), dep3["Origin"]
+    if dep3["Forwarded"].split(",")[0] != "no":
+      assert re.fullmatch(r"patches/main[\w-]*", dep3["Forwarded"])
+      assert mine <= subjects(series.REPO / dep3["Forwarded"]), patch.name
+    if "Applied-Upstream" in dep3:
+      version = dep3["Applied-Upstream"].split(",")[0]
+      assert version in [t.release for t in series.targets()]
+      assert all(series.version_key(version) > series.version_key(r)
+                 for r in releases), patch.name
+  for upstream in UPSTREAM:  # upstream commit messages carry none
+    assert not any(map(series.fields, series.patch_files(upstream)))

@@ -414,6 +414,9 @@ def run(args):
   if isinstance(before, str):
     say("the checks could not run before: applied anyway (every file has "
         "its pinned sha256)")
+  for patch in series.patch_files(folder):  # what the user's code may see
+    if "Behaviour-Change" in series.fields(patch):
+      say(f"behaviour change: {series.fields(patch)['Behaviour-Change']}")
   say(f"applied patches/{folder} to optax {version} (undo: --revert)")
   return 0
 

@@ -28,15 +28,20 @@ def _compiled_once(result):
   return result.compilations == 1, detail
 
 
-def _at_optimum(result):
+def _dtypes_kept_at_optimum(result):  # as #1210 compared the states
   value = float((result.params[-1].astype("float64") ** 2).sum())  # sphere
-  return value < 1e-10, f"f(x*) = {value:.1e} after {len(result.params)} steps"
+  detail = f"f(x*) = {value:.1e} after {len(result.params)} steps"
+  changes = result.dtype_changes
+  if changes:
+    detail += f"; {len(changes)} state leaves change dtype, e.g. {changes[0]}"
+  return value < 1e-10 and not changes, detail
 
 
 # name: (lbfgs_steps.Config fields, verdict of the Result or None: it runs)
 CHECKS = {
-    "seed-1210-scan-x64": (  # optax#1210: a 100-step scan reaches the optimum
-        dict(x64=True, dtype="float64", steps=100, scan=True), _at_optimum),
+    "seed-1210-scan-x64": (  # optax#1210: the state's dtypes across a scan
+        dict(x64=True, dtype="float64", steps=100, scan=True),
+        _dtypes_kept_at_optimum),
     "compile-once-zoom": (  # optax#1207: a jitted lbfgs() step compiles once
         dict(x64=True, dtype="float64", linesearch="zoom"), _compiled_once),
     "compile-once-backtracking": (dict(linesearch="backtracking"),
@@ -44,8 +49,9 @@ CHECKS = {
     "store-grad-float32-x64": (
         dict(x64=True, linesearch="backtracking", store_grad=True, steps=1),
         None),
-    "value-and-grad-from-state": (  # a float64 loss of float32 params
-        dict(x64=True, loss_dtype="float64", from_state=True, steps=1), None),
+    "value-and-grad-from-state": (  # a float32 loss of float64 params
+        dict(x64=True, dtype="float64", loss_dtype="float32", from_state=True,
+             steps=1), None),
     "strict-float32": (dict(x64=True, strict=True, steps=3), None),
     "strict-float64": (
         dict(x64=True, dtype="float64", strict=True, steps=3), None),

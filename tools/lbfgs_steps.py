@@ -65,6 +65,7 @@ class Result:
   seconds: list       # wall time per call, compilation included (scan: 1)
   state: list         # final state leaves (numpy)
   type_changes: list  # "path: int32[]~weak -> int32[]" per changed leaf
+  dtype_changes: list  # "path: int64 -> int32" per leaf of another dtype
 
 
 def types(tree):
@@ -120,7 +121,7 @@ def _run(cfg):
     (params, state), ys = jax.lax.scan(body, (params, state), length=cfg.steps)
     return params, state, ys
 
-  state = opt.init(params)
+  state = initial = opt.init(params)
   before, seconds, ys = types(state), [], []
   jitted = jax.jit(scan if cfg.scan else step)
   for _ in range(1 if cfg.scan else cfg.steps):
@@ -130,12 +131,18 @@ def _run(cfg):
     ys.append(y if cfg.scan else (params, y))
   iterates, values = ys[0] if cfg.scan else map(jnp.stack, zip(*ys))
   after = types(state)
+  # lax.scan gives a weakly typed carry the dtype of its body's output and
+  # runs: compare the state from init with the state after the steps.
+  dtypes = [(jnp.asarray(a).dtype, jnp.asarray(b).dtype) for a, b in zip(
+      jax.tree.leaves(initial), jax.tree.leaves(state))]
   return Result(
       compilations=traces, params=np.asarray(iterates),
       values=np.asarray(values), seconds=seconds,
       state=[np.asarray(x) for x in jax.tree.leaves(state)],
       type_changes=[f"{path}: {old} -> {after.get(path)}"
-                    for path, old in before.items() if after.get(path) != old])
+                    for path, old in before.items() if after.get(path) != old],
+      dtype_changes=[f"{path}: {a} -> {b}" for path, (a, b) in zip(
+          before, dtypes) if a != b])
 
 
 def main(argv):

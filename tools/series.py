@@ -112,6 +112,15 @@ def base_commit(folder):
   return m.group(1) if m else None
 
 
+def fields(patch):
+  """{name: value} of the DEP-3 fields (Origin:, Forwarded:, Applied-Upstream:,
+  Behaviour-Change:) of one format-patch file: its description's last
+  paragraph, if every line of it is a field."""
+  last = read(patch).split("\n---\n", 1)[0].rsplit("\n\n", 1)[-1]
+  found = [re.fullmatch(r"([A-Z][\w-]*): (.+)", l) for l in last.splitlines()]
+  return {m[1]: m[2] for m in found} if all(found) else {}
+
+
 # What a file's diff must start with: a modification of an existing regular
 # .py file under optax/ (no new, deleted, renamed, binary or symlinked file,
 # no mode change, no path outside optax/).
