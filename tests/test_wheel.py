@@ -73,7 +73,8 @@ def built(repo, tmp_path_factory):
   """(wheel, sha256) built once with the stub checks, from the wheel cache."""
   out = tmp_path_factory.mktemp("built")
   python, _ = _venv(out / "venv")  # no optax: from the cache
-  result = _run(repo, "--wheel", out, "--release", VERSION, python=python)
+  result = _run(repo, "--wheel", out, "--release", VERSION, python=python,
+                OPTAX_WHEEL_CACHE=str(series.wheel(VERSION).parent))
   assert f"optax {VERSION}'s files from the wheel cache" in result.stdout
   return _built(result, out)
 
