@@ -40,6 +40,8 @@ def _built(result, out):
   assert result.returncode == 0, result.stdout + result.stderr
   digest = series.sha256((out / WHEEL).read_bytes())
   assert f"wrote {out / WHEEL}\n  sha256 {digest}\n" in result.stdout
+  for change in series.behaviour_changes(series.target(VERSION).folder):
+    assert f"\nbehaviour change: {change}\n" in result.stdout
   return out / WHEEL, digest
 
 
@@ -126,6 +128,27 @@ def test_checks_that_regress_write_no_wheel(repo, env, tmp_path):
   _refused(result, 1, "stub-released passed before and failed after: no "
            "wheel written")
   assert not list((tmp_path / "out").glob("*"))
+
+
+def test_broken_cache_and_killed_build(repo, tmp_path):
+  """A cached wheel that is no zip: exit 2, one line, nothing written; a
+  temporary left in DIR by a killed build goes with the next build."""
+  python, _ = _venv(tmp_path / "venv")
+  bad = tmp_path / "cache"
+  bad.mkdir()
+  (bad / series.wheel(VERSION).name).write_bytes(b"PK\3\4 truncated")
+  result = _run(repo, "--wheel", tmp_path / "out", "--release", VERSION,
+                python=python, OPTAX_WHEEL_CACHE=str(bad), PIP_NO_INDEX="1")
+  _refused(result, 2, "not a readable wheel", "nothing written")
+  assert not (tmp_path / "out").exists()
+  left = tmp_path / "out" / f".{WHEEL}.999999999.tmp"  # no such process
+  left.parent.mkdir()
+  left.write_bytes(b"partial")
+  result = _run(repo, "--wheel", tmp_path / "out", "--release", VERSION,
+                python=python, OPTAX_WHEEL_CACHE=str(
+                    series.wheel(VERSION).parent))
+  _built(result, tmp_path / "out")
+  assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [WHEEL]
 
 
 def test_installed_by_hash_is_applied(built, tmp_path):

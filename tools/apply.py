@@ -381,8 +381,9 @@ def run(args):
       raise Failure(5, f"refused: {unwritable} is not writable, or not with "
                     "its owner and group kept (a read-only or shared "
                     "install?): nothing changed; instead: tools/apply.sh "
-                    "--wheel DIR, then pip install --user the wheel, or pip "
-                    "install --no-deps --target DIR2 it and PYTHONPATH=DIR2")
+                    "--wheel DIR, then pip install --user the wheel where a "
+                    "user site is enabled, or pip install --no-deps --target "
+                    "DIR2 it and PYTHONPATH=DIR2")
     return 0
   for tmp in leftovers:
     tmp.unlink(missing_ok=True)  # another run may have been quicker
@@ -414,9 +415,8 @@ def run(args):
   if isinstance(before, str):
     say("the checks could not run before: applied anyway (every file has "
         "its pinned sha256)")
-  for patch in series.patch_files(folder):  # what the user's code may see
-    if "Behaviour-Change" in series.fields(patch):
-      say(f"behaviour change: {series.fields(patch)['Behaviour-Change']}")
+  for change in series.behaviour_changes(folder):  # for the user's code
+    say(f"behaviour change: {change}")
   say(f"applied patches/{folder} to optax {version} (undo: --revert)")
   return 0
 

@@ -121,6 +121,13 @@ def fields(patch):
   return {m[1]: m[2] for m in found} if all(found) else {}
 
 
+def behaviour_changes(folder):
+  """What FOLDER's series changes for the user's code: the Behaviour-Change:
+  fields of its patches."""
+  return [f["Behaviour-Change"] for f in map(fields, patch_files(folder))
+          if "Behaviour-Change" in f]
+
+
 # What a file's diff must start with: a modification of an existing regular
 # .py file under optax/ (no new, deleted, renamed, binary or symlinked file,
 # no mode change, no path outside optax/).

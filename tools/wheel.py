@@ -20,6 +20,7 @@ import hashlib
 import io
 import os
 import pathlib
+import shlex
 import subprocess
 import tempfile
 import zipfile
@@ -86,9 +87,13 @@ def _release(ui, installed, release):
                        f"wheel and {e} (pip download --no-deps -d "
                        f"{series.WHEELS} optax=={release}): nothing "
                        "written") from None
-    with zipfile.ZipFile(path) as zf:
-      files = {i.filename: zf.read(i) for i in zf.infolist() if not i.is_dir()
-               and _kept(i.filename, f"optax-{release}.dist-info/")}
+    try:
+      with zipfile.ZipFile(path) as zf:
+        files = {i.filename: zf.read(i) for i in zf.infolist() if not
+                 i.is_dir() and _kept(i.filename, f"optax-{release}.dist-info/")}
+    except (OSError, zipfile.BadZipFile) as e:
+      raise ui.Failure(2, f"{path}: not a readable wheel ({e}): remove it; "
+                       "nothing written") from None
     why = ("the wheel cache" if cached else "PyPI, into the wheel cache") + (
         f" ({why}): {path}")
   ui.say(f"optax {release}'s files from {why}")
@@ -136,7 +141,7 @@ def build(ui, python, release, out_dir):
       pins, "released"), files)
   info, ours = (f"optax-{release}{v}.dist-info/" for v in ("", LOCAL))
   version = f"\nVersion: {release}\n"
-  if version not in files[info + "METADATA"].decode():
+  if version not in files.get(info + "METADATA", b"").decode():
     raise ui.Failure(4, f"{info}METADATA does not say Version: {release}")
   patched = dict(files, **{p: contents[p]["patched"] for p in pins}, **{
       info + "METADATA": files[info + "METADATA"].decode().replace(
@@ -161,9 +166,14 @@ def build(ui, python, release, out_dir):
   if isinstance(before, str):
     ui.say("the checks could not run before: written anyway (every touched "
            "file has its pinned sha256)")
+  for change in series.behaviour_changes(series.target(release).folder):
+    ui.say(f"behaviour change: {change}")
   data, whl = _zip(patched, ours), pathlib.Path(
       out_dir, f"optax-{release}{LOCAL}-py3-none-any.whl").absolute()
   whl.parent.mkdir(parents=True, exist_ok=True)
+  for old in whl.parent.glob(f".{whl.name}.*.tmp"):  # of a killed build
+    if ui.abandoned(old.name.split(".")[-2]):
+      old.unlink(missing_ok=True)
   tmp = whl.with_name(f".{whl.name}.{os.getpid()}.tmp")
   try:
     tmp.write_bytes(data)
@@ -171,8 +181,10 @@ def build(ui, python, release, out_dir):
   finally:
     tmp.unlink(missing_ok=True)
   digest = series.sha256(data)
+  quoted = shlex.quote(str(whl))  # for a shell, where the commands go
   ui.say(f"wrote {whl}\n  sha256 {digest}\n  requirements.txt: optax @ "
          f"{whl.as_uri()} --hash=sha256:{digest}\n  install: "
-         f"{install(python, whl)}\n  read-only or shared optax: pip install"
-         f" --no-deps --target DIR {whl}; PYTHONPATH=DIR (README: Deploy)")
+         f"{install(python, quoted)}\n  read-only or shared optax: pip "
+         f"install --no-deps --target DIR {quoted}; PYTHONPATH=DIR (README: "
+         "Deploy)")
   return 0
