@@ -281,6 +281,14 @@ def put_back(root, contents, paths, goal, where, code, reason, rerun):
                 f"is fixed, run: {rerun}")
 
 
+def regression(before, after):
+  """Why the checks AFTER are worse than BEFORE (verdicts()'s), or ""."""
+  if isinstance(before, set) and isinstance(after, set):
+    lost = sorted(before - after)
+    return f"{', '.join(lost)} passed before and failed after" if lost else ""
+  return f"after: {after}" if isinstance(after, str) and after != before else ""
+
+
 def verdicts(python, root, target, label):
   """The names of the checks that pass, or why there are none."""
   got, output = checks.run(python, *([f"--path={root}"] if target else []),
@@ -406,11 +414,8 @@ def run(args):
   if changed:
     raise Failure(4, f"{', '.join(changed)} changed while the checks ran "
                   "(another run?): see --check")
-  lost = [n for n in before if n not in after] if isinstance(
-      before, set) and isinstance(after, set) else []
-  if lost or isinstance(after, str) and after != before:  # not as before
-    reason = f"{', '.join(lost)} passed before and failed after" if lost else (
-        f"after: {after}")
+  reason = regression(before, after)
+  if reason:
     put_back(root, contents, order[::-1], "released", where, 1, reason, rerun)
   if isinstance(before, str):
     say("the checks could not run before: applied anyway (every file has "

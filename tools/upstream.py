@@ -71,9 +71,9 @@ def new_test_functions(folder):
                                        re.M)))
 
 
-def pytest(tree, files, select=None):
+def pytest(tree, files):
   cmd = [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p",
-         "no:cacheprovider", *files] + (["-k", select] if select else [])
+         "no:cacheprovider", *files]
   res = subprocess.run(cmd, cwd=tree, capture_output=True, text=True,
                        check=False, env={**os.environ, "PYTHONPATH": str(tree)})
   lines = res.stdout.strip().splitlines() or ["(no output)"]

@@ -158,11 +158,8 @@ def build(ui, python, release, out_dir):
       verdicts[label] = ui.verdicts(python, pathlib.Path(tmp, label), True,
                                     label)
   before, after = verdicts["before"], verdicts["after"]
-  lost = sorted(before - after) if isinstance(before, set) and isinstance(
-      after, set) else []
-  if lost or isinstance(after, str) and after != before:
-    raise ui.Failure(1, (f"{', '.join(lost)} passed before and failed after"
-                         if lost else f"after: {after}") + ": no wheel written")
+  if ui.regression(before, after):
+    raise ui.Failure(1, f"{ui.regression(before, after)}: no wheel written")
   if isinstance(before, str):
     ui.say("the checks could not run before: written anyway (every touched "
            "file has its pinned sha256)")
