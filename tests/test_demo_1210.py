@@ -1,4 +1,4 @@
-"""The issue-1210 program (tests/demo_1210.py) and the check named after it.
+"""The issue-1210 program (examples/demo_1210.py) and the check named after it.
 
 LBFGS under x64 in `equinox.internal.scan(kind="checkpointed")` fails on
 optax 0.2.3 and 0.2.4 (the carry changes dtype) and runs on later releases.
@@ -36,7 +36,7 @@ def _both(tmp_path, release, name, folder):
              PYTHONPATH=os.pathsep.join([str(dest), str(HERE.parent / "tools")]))
   procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=tmp_path, env=env)
-           for cmd in ([sys.executable, str(HERE / "demo_1210.py")],
+           for cmd in ([sys.executable, str(HERE.parent / "examples" / "demo_1210.py")],
                        [sys.executable, "-c", VERDICT])]
   (demo, demo_err), (check, check_err) = [p.communicate() for p in procs]
   assert check.startswith(("PASS", "FAIL")), check + check_err

@@ -2,7 +2,7 @@
 
 Environments and the stub checks (no jax) are those of test_apply.py (the
 checks gate a wheel, they do not change its bytes); the real checks run on
-the installed wheel here, and on its build in tests/release_matrix.py. uv
+the installed wheel here, and on its build in matrix/test_releases.py. uv
 comes from pyproject.toml (beside this interpreter, or on PATH).
 """
 

@@ -1,6 +1,6 @@
 """Runs N jitted L-BFGS (or linesearch) steps; reports what they did.
 
-tools/checks.py, tools/bench.py and tests/test_numerics.py describe a run as
+tools/checks.py, tools/bench.py and matrix/test_numerics.py describe a run as
 a Config; run() imports optax (PYTHONPATH picks which) and returns a Result.
 
 usage: lbfgs_steps.py OUT.npz < CONFIGS.json

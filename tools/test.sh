@@ -6,8 +6,9 @@
 #      a bug, must fail there (tools/failing.py: a subTest alone does not);
 #   3. optax's own tests of what the series touches, and its L-BFGS tests in
 #      alias_test.py, on PATCHED optax $VERSION: all must pass;
-#   4. the release matrix (tests/release_matrix.py), every row of
-#      `tools/series.py matrix`: apply, tests, revert on each release;
+#   4. the release matrix (matrix/test_releases.py), every row of
+#      `tools/series.py matrix`: apply, checks, numerics, revert on each
+#      row; optax_tests/ once per release, with its newest jax;
 #   5. the benchmark smoke test (tools/bench.py --quick): fails if the patched
 #      step compiles more than once, never on timing.
 # Pristine/patched optax: overlays of the PyPI wheel; no environment is
@@ -30,15 +31,15 @@ py=$repo/.venv/bin/python
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/optax-typestable.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-# XLA's persistent compilation cache: for the newest jax only (release_matrix.py
-# and bench.py drop it; CONTRIBUTING says why).
+# XLA's persistent compilation cache: for the newest jax only (bench.py and
+# matrix/test_releases.py drop it; CONTRIBUTING says why).
 export JAX_COMPILATION_CACHE_DIR=$work/jax-cache
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 "$py" tools/series.py overlay "$VERSION" "$work/pristine" --pristine >/dev/null
 "$py" tools/series.py overlay "$VERSION" "$work/patched" >/dev/null
 
 step "1. repository tests"
-"$py" -m pytest -q -n 2 tests --ignore=tests/test_numerics.py
+"$py" -m pytest -q -n 2 tests
 
 step "2. optax_tests on pristine optax $VERSION: each test function must fail"
 mapfile -t defined < <(grep -ho '^  def test_[a-z0-9_]*' optax_tests/*_test.py | cut -c7-)
@@ -55,7 +56,7 @@ PYTHONPATH=$work/patched "$py" -m pytest -q -n 2 -p no:cacheprovider \
 cd "$repo"
 
 step "4. release matrix: apply, tests, revert on every supported release"
-"$py" -m pytest -v -s -rA tests/release_matrix.py
+"$py" -m pytest -v -s -rA matrix/test_releases.py
 
 step "5. benchmark smoke test"
 "$py" tools/bench.py --quick --optax-version "$VERSION"

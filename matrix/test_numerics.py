@@ -11,7 +11,7 @@ optimizer meets every problem and every dtype, in 12 runs, not 36: each run
 is a compilation, and the release matrix runs this test once per release).
 Runs where the pristine release crashes (the bugs its series fixes) are not
 compared; the patched one must run them all. Skipped if the jax is newer
-than the release's pin in patches/targets.tsv: tests/release_matrix.py runs
+than the release's pin in patches/targets.tsv: matrix/test_releases.py runs
 this test for every release with each jax of the support matrix.
 """
 
@@ -80,7 +80,7 @@ def test_patched_iterates_and_state_are_bit_identical(tmp_path):
   jax = importlib.metadata.version("jax")
   if pin and series.version_key(jax) > series.version_key(pin):
     pytest.skip(f"optax {VERSION} runs with jax <= {pin}, not {jax} "
-                "(patches/targets.tsv): tests/release_matrix.py runs it")
+                "(patches/targets.tsv): matrix/test_releases.py runs it")
   pristine, patched = _run_both(tmp_path)
   errors = {k: str(v) for k, v in patched.items() if k.endswith("/error")}
   assert not errors, errors

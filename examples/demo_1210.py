@@ -5,7 +5,7 @@ kind="checkpointed")` on the sphere function (optimum 0 at the origin).
 Unpatched optax 0.2.3 and 0.2.4 fail at trace time (the carry changes type).
 Prints one line; exits 0 if the optimum was reached, else 1.
 
-usage: PYTHONPATH=<optax overlay> python tests/demo_1210.py
+usage: PYTHONPATH=<optax overlay> python examples/demo_1210.py
 """
 
 import sys

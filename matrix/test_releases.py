@@ -4,11 +4,12 @@ A row (series.py matrix) is a release of patches/targets.tsv with the
 minimum jax its wheel declares, or with the newest jax it runs with. Per
 row: apply (each check fails before it where its bug lives, every check
 passes after it, the series' behaviour change is printed), apply again
-(nothing changed), --check says applied, optax_tests/ pass,
-tests/test_numerics.py (iterates bit-identical to the release's), --revert,
---check says released. It prints what optax_tests/ counted and, once per
-release (its newest jax), the optimizers whose state types still change
-(tools/state_types.py --config plain: informative, never a failure).
+(nothing changed), --check says applied, matrix/test_numerics.py (iterates
+bit-identical to the release's), --revert, --check says released. Once per
+release, on its newest jax (what installing the release gets today):
+optax_tests/ pass (it prints what they counted), and the optimizers whose
+state types still change are printed (tools/state_types.py --config plain:
+informative, never a failure).
 test_wheel: the patched wheel (apply.sh --wheel) of the oldest and the
 newest release, built twice, installed by hash, --check applied.
 
@@ -17,8 +18,8 @@ the others are built one at a time while the first rows run. A release is an
 overlay of its PyPI wheel (--target), the oldest and the newest release a pip
 install in a venv over the environment (--python).
 
-Not collected by `pytest tests` (a quarter of an hour): tools/test.sh runs it
-as its step 4; `pytest -v -s tests/release_matrix.py -k 0.2.5` runs one
+Not collected by `pytest` (a quarter of an hour): tools/test.sh runs it as
+its step 4; `pytest -v -s matrix/test_releases.py -k 0.2.5` runs one
 release. Not for -n: each worker would build every environment. The test
 dependencies of a built environment are DEPS.
 """
@@ -113,7 +114,7 @@ def _id(row):  # release, jax, Python, how optax is installed
 
 @pytest.mark.parametrize("row", ROWS, ids=map(_id, ROWS))
 def test_release(row, environments, tmp_path):
-  """apply, again, --check, optax_tests, numerics, --revert, --check."""
+  """apply, again, --check, numerics, (optax_tests), --revert, --check."""
   release, folder, jax, _ = row
   envpy = environments[row[2:]].result()
   env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -153,15 +154,16 @@ def test_release(row, environments, tmp_path):
     assert f"\nbehaviour change: {change}\n" in out, out
   assert "already applied: nothing changed" in apply()
   assert apply("--check").splitlines()[-1] == "applied"
-  (tmp_path / "cwd").mkdir()  # no ./optax shadows the one under test
-  out = _run([python, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider",
-              series.REPO / "optax_tests"], cwd=tmp_path / "cwd", env=tested)
-  print(f"\noptax_tests: {out.splitlines()[-1]}")
   out = _run([envpy, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-              series.REPO / "tests/test_numerics.py"],
+              series.REPO / "matrix/test_numerics.py"],
              env=dict(env, OPTAX_VERSION=release))
   assert re.search(r"\b1 passed\b", out.splitlines()[-1]), out
   if row == next(r for r in ROWS if r[0] == release):  # its newest jax
+    (tmp_path / "cwd").mkdir()  # no ./optax shadows the one under test
+    out = _run([python, "-m", "pytest", "-q", "-n", "2", "-p",
+                "no:cacheprovider", series.REPO / "optax_tests"],
+               cwd=tmp_path / "cwd", env=tested)
+    print(f"\noptax_tests: {out.splitlines()[-1]}")
     print("optimizers whose state types change in update (state_types.py):")
     print(subprocess.run(
         [python, series.REPO / "tools/state_types.py", "--config", "plain"],
