@@ -130,6 +130,23 @@ def test_checks_that_regress_write_no_wheel(repo, env, tmp_path):
   assert not list((tmp_path / "out").glob("*"))
 
 
+def test_target_tree_of_the_wheel(repo, env, built, tmp_path):
+  """pip install --no-deps --target DIR of the wheel: --target DIR --check
+  says applied, --revert is refused (exit 2) naming pip's --target
+  reinstall of the release, and changes nothing."""
+  target = tmp_path / "target"
+  installed = _pip(env.python, "install", "--no-deps", "--target", target,
+                   built[0])
+  assert installed.returncode == 0, installed.stdout + installed.stderr
+  files = {p: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+  checked = _run(repo, "--target", target, "--check", env=env)
+  assert checked.returncode == 0 and checked.stdout.endswith("applied\n")
+  _refused(_run(repo, "--target", target, "--revert", env=env), 2,
+           "installed from a patched wheel", f"install --no-deps --upgrade "
+           f"--target {target} optax=={VERSION}")
+  assert files == {p: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+
+
 def test_broken_cache_and_killed_build(repo, tmp_path):
   """A cached wheel that is no zip: exit 2, one line, nothing written; a
   temporary left in DIR by a killed build goes with the next build."""
@@ -155,7 +172,8 @@ def test_installed_by_hash_is_applied(built, tmp_path):
   """The wheel pinned by hash in a requirements file, pip install
   --require-hashes into a fresh venv: --check applied, every check passes
   (the real ones), pip list says the local version, pip check is clean,
-  --revert names the reinstall, pip uninstall leaves the venv as it was."""
+  --revert names the reinstall of the release, a file modified names the
+  reinstall of the wheel, pip uninstall leaves the venv as it was."""
   python, site_dir = _venv(tmp_path / "fresh", *SHARED)
   empty = sorted(site_dir.rglob("*"))
   req = _requirements(tmp_path / "requirements.txt", *built)
@@ -174,6 +192,11 @@ def test_installed_by_hash_is_applied(built, tmp_path):
            f"optax {VERSION}+typestable is installed from a patched wheel: "
            f"to get the release, run: {python} -m pip install "
            f"--force-reinstall --no-deps optax=={VERSION}")
+  linesearch = site_dir / LINESEARCH
+  linesearch.write_text(linesearch.read_text() + "# mine\n")
+  _refused(_run(series.REPO, python=python), 4, "modified by someone else",
+           f"{python} -m pip install --force-reinstall --no-deps DIR/{WHEEL} "
+           "(--wheel DIR makes it)")
   assert _pip(python, "uninstall", "-y", "optax").returncode == 0
   assert sorted(site_dir.rglob("*")) == empty
 
@@ -305,6 +328,7 @@ def test_read_only_route_as_another_user():
     (("--wheel", ""), 2, "non-empty"),
     (("--wheel", "out", "--check"), 2, "not allowed with argument"),
     (("--wheel", "out", "--release", "9.9.9"), 3, "not a supported release"),
+    (("--wheel", "out", "--release", "0.2.x"), 2, "--release takes a release"),
 ])
 def test_wheel_usage(repo, env, tmp_path, args, code, words):
   """Bad --wheel/--release usage: one line, the documented code, no file."""

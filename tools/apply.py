@@ -97,34 +97,38 @@ def python3_with_optax():
   """The python3 on PATH (as an absolute path) if it has optax, else None."""
   path = shutil.which("python3")
   path = path and os.path.abspath(path)  # PATH may hold a relative folder
-  with contextlib.suppress(OSError, subprocess.SubprocessError):
-    if path and (checks.run(path, "--where", timeout=120)[0] or {}).get(
-        "optax"):
-      return path
-  return None
+  with contextlib.suppress(Failure):
+    return path if path and installed(path) else None
 
 
-def environment(python, target):
-  """(version, root holding optax/) of --target's tree or PYTHON's optax."""
-  try:  # the interpreter of the checks, also for --target
+def installed(python):
+  """[version, its optax/__init__.py] of PYTHON's optax (from its metadata),
+  or None; Failure 2 if PYTHON does not run as a Python 3.8+."""
+  try:
     got = checks.run(python, "--where", timeout=120)[0]
   except (OSError, subprocess.SubprocessError) as e:  # or TimeoutExpired
     why = getattr(e, "strerror", 0) or "no answer in 120 s"
     raise Failure(2, f"cannot run {python}: {why}") from None
   if not got:
     raise Failure(2, f"not a Python 3.8+ interpreter: {python}")
+  return got["optax"]
+
+
+def environment(python, target):
+  """(version, root holding optax/) of --target's tree or PYTHON's optax."""
+  found = installed(python)  # runs: the interpreter of the checks
   if target:
     version = version_in(pathlib.Path(target, "optax", "__init__.py"))
     if not version:
       raise Failure(2, f"not an optax source tree: {target}")
     return version, pathlib.Path(os.path.abspath(target))
-  if not got["optax"]:
+  if not found:
     other = python3_with_optax()  # $CONDA_PREFIX's may not be the user's
     raise Failure(2, f"no optax in the environment of {python} (" + (
         f"the python3 on PATH has it: --python {other}; or " if other and
         other != python else "") + f"install it: "
                   f"{wheel.install(python, 'optax')})")
-  version, init = got["optax"]
+  version, init = found
   if not os.path.isfile(init):
     raise Failure(2, f"optax {version} of {python} is not installed as files "
                   f"({init} is missing: editable? use --target CHECKOUT)")
@@ -333,7 +337,8 @@ def run(args):
   if args.mode == "wheel":
     return wheel.build(sys.modules[__name__], python, args.release, args.wheel)
   version, root = environment(python, args.target)
-  built, version = wheel.LOCAL in version, version.replace(wheel.LOCAL, "")
+  version = version.replace(wheel.LOCAL, "")  # ours: its dist-info says so
+  built = (root / f"optax-{version}{wheel.LOCAL}.dist-info").is_dir()
   where = user_pycache(python, root, args.target)
   folder = {t.release: t.folder for t in series.targets()}.get(version)
   say(f"{python}: optax {version}{wheel.LOCAL * built} in {root / 'optax'}"
@@ -341,11 +346,16 @@ def run(args):
   if not folder:
     return unknown(version, python, root, args.target)
   pins = series.manifest(version)
-  fix = (wheel.install(python, f"--force-reinstall --no-deps optax=={version}")
-         if not args.target else f"restore optax {version}'s file in {root}")
+  release = wheel.install(python, f"--no-deps --upgrade --target {root} "
+                          f"optax=={version}" if args.target else
+                          f"--force-reinstall --no-deps optax=={version}")
+  fix = (f"restore optax {version}'s file in {root}" if args.target else
+         release if not built else wheel.install(
+             python, f"--force-reinstall --no-deps DIR/optax-{version}"
+             f"{wheel.LOCAL}-py3-none-any.whl") + " (--wheel DIR makes it)")
   if built and args.mode == "revert":
     raise Failure(2, f"optax {version}{wheel.LOCAL} is installed from a "
-                  f"patched wheel: to get the release, run: {fix}")
+                  f"patched wheel: to get the release, run: {release}")
   rerun = (f"tools/apply.sh {'--target' if args.target else '--python'} "
            f"{args.target or python} --revert (or {fix})")
   kinds, data = classify(root, pins, fix)
@@ -452,6 +462,9 @@ def main(argv):
     if "" in (args.python, args.target, args.wheel, args.release):
       raise Failure(2, "--python, --target, --wheel and --release take a "
                     "non-empty value")
+    if args.release and not re.fullmatch(r"\d+(\.\d+)*", args.release):
+      raise Failure(2, f"--release takes a release such as 0.2.8, not "
+                    f"{args.release!r}")
     args.mode = "wheel" if args.wheel is not None else args.mode
     if args.release is not None and args.mode != "wheel" or (
         args.mode == "wheel" and args.target):

@@ -25,7 +25,6 @@ import subprocess
 import tempfile
 import zipfile
 
-import checks
 import series
 
 LOCAL = "+typestable"  # the local version label of our wheels
@@ -117,22 +116,17 @@ def _zip(files, info):
 
 def build(ui, python, release, out_dir):
   """Writes the wheel of RELEASE (default: PYTHON's optax's) into OUT_DIR;
-  UI: the apply module (say, Failure, versions, verdicts)."""
-  try:
-    got = checks.run(python, "--where", timeout=120)[0]
-  except (OSError, subprocess.SubprocessError):  # or TimeoutExpired
-    got = None
-  if not got:
-    raise ui.Failure(2, f"not a Python 3.8+ interpreter: {python}")
-  if not release and not got["optax"]:
+  UI: the apply module (say, Failure, installed, versions, verdicts)."""
+  found = ui.installed(python)
+  if not release and not found:
     raise ui.Failure(2, f"no optax in the environment of {python}: use "
                      "--release X")
-  release = release or got["optax"][0].replace(LOCAL, "")
+  release = release or found[0].replace(LOCAL, "")
   supported = [t.release for t in series.targets()]
   if release not in supported:
     raise ui.Failure(3, f"optax {release} is not a supported release "
                      f"(supported: {', '.join(supported)}); {ui.GIT_AM}")
-  files, pins = _release(ui, got["optax"], release), series.manifest(release)
+  files, pins = _release(ui, found, release), series.manifest(release)
   for path, (released, _) in pins.items():
     if series.sha256(files.get(path, b"")) != released:
       raise ui.Failure(4, f"{path} of optax {release} is not the release's "
