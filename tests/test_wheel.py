@@ -172,8 +172,9 @@ def test_installed_by_hash_is_applied(built, tmp_path):
   """The wheel pinned by hash in a requirements file, pip install
   --require-hashes into a fresh venv: --check applied, every check passes
   (the real ones), pip list says the local version, pip check is clean,
-  --revert names the reinstall of the release, a file modified names the
-  reinstall of the wheel, pip uninstall leaves the venv as it was."""
+  --revert names the reinstall of the release, apply removes a killed run's
+  temporary, a file modified names the reinstall of the wheel, pip uninstall
+  leaves the venv as it was."""
   python, site_dir = _venv(tmp_path / "fresh", *SHARED)
   empty = sorted(site_dir.rglob("*"))
   req = _requirements(tmp_path / "requirements.txt", *built)
@@ -193,6 +194,11 @@ def test_installed_by_hash_is_applied(built, tmp_path):
            f"to get the release, run: {python} -m pip install "
            f"--force-reinstall --no-deps optax=={VERSION}")
   linesearch = site_dir / LINESEARCH
+  left = linesearch.with_name(f".{linesearch.name}.999999999.typestable-tmp")
+  left.write_bytes(b"of a killed run")
+  cleaned = _run(series.REPO, python=python)
+  assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+  assert f"removed a leftover temporary: {left}" in cleaned.stdout
   linesearch.write_text(linesearch.read_text() + "# mine\n")
   _refused(_run(series.REPO, python=python), 4, "modified by someone else",
            f"{python} -m pip install --force-reinstall --no-deps DIR/{WHEEL} "

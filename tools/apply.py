@@ -336,8 +336,8 @@ def run(args):
   python = interpreter(args)
   if args.mode == "wheel":
     return wheel.build(sys.modules[__name__], python, args.release, args.wheel)
-  version, root = environment(python, args.target)
-  version = version.replace(wheel.LOCAL, "")  # ours: its dist-info says so
+  found = environment(python, args.target)
+  version, root = found[0].replace(wheel.LOCAL, ""), found[1]
   built = (root / f"optax-{version}{wheel.LOCAL}.dist-info").is_dir()
   where = user_pycache(python, root, args.target)
   folder = {t.release: t.folder for t in series.targets()}.get(version)
@@ -409,7 +409,7 @@ def run(args):
   checked = bool(todo) and goal == "patched"
   hook("checks-before")
   before = verdicts(python, root, args.target, "before") if checked else None
-  if environment(python, args.target) != (version, root):
+  if environment(python, args.target) != found:
     raise Failure(4, f"optax in {root} changed while this ran: nothing changed")
   done, failure = write(root, contents, todo, goal, where)
   if failure:
