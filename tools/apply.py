@@ -37,157 +37,24 @@ runs FILE in place of tools/checks.py (same arguments and --json file).
 
 import argparse
 import contextlib
-import json
 import os
 import pathlib
 import re
-import shutil
 import signal
-import subprocess
 import sys
 
 import checks
+import locate
+from locate import bytecode, environment, interpreter, user_pycache
+from locate import Failure, say  # also wheel.py's, as ui.<name>
 import series
 import wheel
 
 checks.__file__ = os.environ.get("OPTAX_TYPESTABLE_CHECKS") or checks.__file__
 
-REPO = series.REPO
 TMP = ".{}.{}.typestable-tmp"  # .NAME.PID.typestable-tmp, beside NAME
 OTHER = {"released": "patched", "patched": "released"}
 GIT_AM = "to patch an optax checkout: git am patches/main/*.patch"
-
-
-class Failure(Exception):
-  """Exit code and a one-line message."""
-
-
-def say(*text, file=None):  # its reader may be gone (| head): the run goes on
-  file = file or sys.stdout  # stdout if stderr is closed (None)
-  try:
-    print(*text, file=file, flush=True)
-  except OSError:  # the rest, and the flush at exit, to /dev/null
-    os.dup2(os.open(os.devnull, os.O_WRONLY), file.fileno())
-
-
-def interpreter(args):
-  """The python of the environment to patch (the order of --help)."""
-  prefix = os.environ.get("VIRTUAL_ENV") or os.environ.get("CONDA_PREFIX")
-  if args.python is not None or prefix:  # a name on PATH, or a path
-    python = args.python or os.path.join(prefix, "bin", "python")
-    return os.path.abspath(shutil.which(python) or python)
-  path, venv = python3_with_optax(), REPO / ".venv" / "bin" / "python"
-  if path:
-    return path
-  if not venv.exists() and args.mode == "apply" and not args.target:
-    new = max(series.targets(), key=lambda t: series.version_key(t.release))
-    pins = [f"{p}=={new.jax_pin}" for p in ("jax", "jaxlib") if new.jax_pin]
-    say(f"{venv}: no environment has optax: making it, optax {new.release}")
-    for cmd in ([sys.executable, "-m", "venv", str(venv.parents[1])], [
-        venv, "-m", "pip", "install", "-q", f"optax=={new.release}", *pins]):
-      if subprocess.run(cmd, check=False).returncode != 0:
-        raise Failure(2, f"could not create .venv: {cmd[2]} {cmd[3]} failed")
-  if venv.exists() or args.target:
-    return str(venv) if venv.exists() else sys.executable
-  raise Failure(2, "no environment with optax ($VIRTUAL_ENV, $CONDA_PREFIX, "
-                "python3 on PATH, .venv): use --python; apply creates .venv")
-
-
-def python3_with_optax():
-  """The python3 on PATH (as an absolute path) if it has optax, else None."""
-  path = shutil.which("python3")
-  path = path and os.path.abspath(path)  # PATH may hold a relative folder
-  with contextlib.suppress(Failure):
-    return path if path and installed(path) else None
-
-
-def installed(python):
-  """[version, its optax/__init__.py] of PYTHON's optax (from its metadata),
-  or None; Failure 2 if PYTHON does not run as a Python 3.8+."""
-  try:
-    got = checks.run(python, "--where", timeout=120)[0]
-  except (OSError, subprocess.SubprocessError) as e:  # or TimeoutExpired
-    why = getattr(e, "strerror", 0) or "no answer in 120 s"
-    raise Failure(2, f"cannot run {python}: {why}") from None
-  if not got:
-    raise Failure(2, f"not a Python 3.8+ interpreter: {python}")
-  return got["optax"]
-
-
-def environment(python, target):
-  """(version, root holding optax/) of --target's tree or PYTHON's optax."""
-  found = installed(python)  # runs: the interpreter of the checks
-  if target:
-    version = version_in(pathlib.Path(target, "optax", "__init__.py"))
-    if not version:
-      raise Failure(2, f"not an optax source tree: {target}")
-    return version, pathlib.Path(os.path.abspath(target))
-  if not found:
-    other = python3_with_optax()  # $CONDA_PREFIX's may not be the user's
-    raise Failure(2, f"no optax in the environment of {python} (" + (
-        f"the python3 on PATH has it: --python {other}; or " if other and
-        other != python else "") + f"install it: "
-                  f"{wheel.install(python, 'optax')})")
-  version, init = found
-  if not os.path.isfile(init):
-    raise Failure(2, f"optax {version} of {python} is not installed as files "
-                  f"({init} is missing: editable? use --target CHECKOUT)")
-  key, literal = series.version_key, version_in(init)  # .dev is .dev0
-  root = pathlib.Path(init).parents[1]
-  strays = [str(d) for d in root.glob("optax-*.dist-info") if key(version_in(
-      d / "METADATA", r"^Version:\s*(\S+)") or "") != key(literal or "")]
-  if len(list(root.glob("optax-*.dist-info"))) > len(strays) > 0:
-    raise Failure(4, f"stray metadata beside optax {literal}'s: rm -r "
-                  + " ".join(strays))
-  if not version or literal and key(literal) != key(version):
-    raise Failure(4, f"optax's metadata says version {version}, its {init} "
-                  f"says {literal}: reinstall optax")
-  return version, root
-
-
-def version_in(file, line=r"^__version__\s*=\s*['\"]([^'\"]+)['\"]"):
-  """The version in FILE (by LINE: optax/__init__.py's literal), or None."""
-  m = os.path.isfile(file) and re.search(
-      line, pathlib.Path(file).read_text(errors="replace"), re.M)
-  return m and m.group(1)
-
-
-PROBE = ("import importlib.util as u, json, os, sys\n"
-         "if sys.path[:1] == ['']: del sys.path[0]  # no ./optax\n"
-         "sys.path[:0] = sys.argv[1:]  # --target's tree\n"
-         "s, p = u.find_spec('optax'), sys.pycache_prefix\n"
-         "print(json.dumps([s and s.origin, p and os.path.abspath(p)]))")
-
-
-def user_pycache(python, root, target):
-  """(sys.pycache_prefix, spellings of ROOT) of PYTHON run with the caller's
-  PYTHON* variables; exit 2 if PYTHONPATH makes it import another optax."""
-  origin = prefix = None
-  with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError,
-                           TypeError, IndexError):
-    origin, prefix = json.loads(subprocess.run(
-        [python, "-c", PROBE, *([str(root)] if target else [])],
-        capture_output=True, text=True, timeout=120,
-        check=False).stdout.splitlines()[-1])
-  if origin and os.path.realpath(origin) == os.path.realpath(
-      root / "optax" / "__init__.py"):
-    return prefix, {str(root), os.path.dirname(os.path.dirname(origin))}
-  if os.environ.get("PYTHONPATH") and not target:
-    other = os.path.dirname(os.path.dirname(origin)) if origin else "DIR"
-    raise Failure(2, f"with your PYTHONPATH, {python} imports optax from "
-                  f"{origin and os.path.dirname(origin)}, not {root / 'optax'}"
-                  f": patch that one: --target {other}, or run with an empty "
-                  "PYTHONPATH to patch the environment's")
-  return prefix, {str(root)}
-
-
-def bytecode(root, path, where):
-  """PATH's .pyc files, any Python and optimization: in __pycache__ beside it
-  and in WHERE's sys.pycache_prefix tree, under each spelling of ROOT."""
-  (prefix, roots), (folder, name) = where, os.path.split(path)
-  return [c for d in [root / folder / "__pycache__"] + [pathlib.Path(
-      prefix + os.path.join(r, folder)) for r in roots if prefix]
-          for c in d.glob(name.replace(".py", ".*.pyc"))]
 
 
 def classify(root, pins, fix):
@@ -346,11 +213,11 @@ def run(args):
   if not folder:
     return unknown(version, python, root, args.target)
   pins = series.manifest(version)
-  release = wheel.install(python, f"--no-deps --upgrade --target {root} "
+  release = locate.install(python, f"--no-deps --upgrade --target {root} "
                           f"optax=={version}" if args.target else
                           f"--force-reinstall --no-deps optax=={version}")
   fix = (f"restore optax {version}'s file in {root}" if args.target else
-         release if not built else wheel.install(
+         release if not built else locate.install(
              python, f"--force-reinstall --no-deps DIR/optax-{version}"
              f"{wheel.LOCAL}-py3-none-any.whl") + " (--wheel DIR makes it)")
   if built and args.mode == "revert":

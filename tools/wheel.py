@@ -14,33 +14,21 @@ bytes on every machine.
 """
 
 import base64
-import contextlib
 import csv
 import hashlib
 import io
 import os
 import pathlib
 import shlex
-import subprocess
 import tempfile
 import zipfile
 
 import series
+import locate
 
 LOCAL = "+typestable"  # the local version label of our wheels
 OWN = ("INSTALLER", "REQUESTED", "RECORD", "direct_url.json",  # installers'
        "uv_cache.json")
-
-
-def install(python, what):
-  """The command installing WHAT into PYTHON's environment: with its pip,
-  else with uv's (a venv made by uv has no pip)."""
-  with contextlib.suppress(OSError):
-    if subprocess.run([python, "-E", "-c", "import importlib.util as u, sys; "
-                       "sys.exit(u.find_spec('pip') is None)"],
-                      capture_output=True, check=False).returncode == 0:
-      return f"{python} -m pip install {what}"
-  return f"uv pip install {what} --python {python}"
 
 
 def _record_hash(data):
@@ -116,8 +104,8 @@ def _zip(files, info):
 
 def build(ui, python, release, out_dir):
   """Writes the wheel of RELEASE (default: PYTHON's optax's) into OUT_DIR;
-  UI: the apply module (say, Failure, installed, versions, verdicts)."""
-  found = ui.installed(python)
+  UI: the apply module (say, Failure, versions, verdicts)."""
+  found = locate.installed(python)
   if not release and not found:
     raise ui.Failure(2, f"no optax in the environment of {python}: use "
                      "--release X")
@@ -175,7 +163,7 @@ def build(ui, python, release, out_dir):
   quoted = shlex.quote(str(whl))  # for a shell, where the commands go
   ui.say(f"wrote {whl}\n  sha256 {digest}\n  requirements.txt: optax @ "
          f"{whl.as_uri()} --hash=sha256:{digest}\n  install: "
-         f"{install(python, quoted)}\n  read-only or shared optax: pip "
+         f"{locate.install(python, quoted)}\n  read-only or shared optax: pip "
          f"install --no-deps --target DIR {quoted}; PYTHONPATH=DIR (README: "
          "Deploy)")
   return 0
