@@ -5,10 +5,12 @@ minimum jax its wheel declares, or with the newest jax it runs with. Per
 row: apply (each check fails before it where its bug lives, every check
 passes after it, the series' behaviour change is printed), apply again
 (nothing changed), --check says applied, matrix/test_numerics.py (iterates
-bit-identical to the release's), --revert, --check says released. Once per
-release, on its newest jax (what installing the release gets today):
-optax_tests/ pass (it prints what they counted), and the optimizers whose
-state types still change are printed (tools/state_types.py --config plain:
+bit-identical to the release's), --revert, --check says released.
+optax_tests/ pass (it prints what they counted) on each release's newest jax
+(what installing the release gets today), and on the minimum jax too for
+the oldest and the newest release: every jax of the matrix, Python 3.9
+included. Once per release (its newest jax), the optimizers whose state
+types still change are printed (tools/state_types.py --config plain:
 informative, never a failure).
 test_wheel: the patched wheel (apply.sh --wheel) of the oldest and the
 newest release, built twice, installed by hash, --check applied.
@@ -158,12 +160,14 @@ def test_release(row, environments, tmp_path):
               series.REPO / "matrix/test_numerics.py"],
              env=dict(env, OPTAX_VERSION=release))
   assert re.search(r"\b1 passed\b", out.splitlines()[-1]), out
-  if row == next(r for r in ROWS if r[0] == release):  # its newest jax
+  newest = row == next(r for r in ROWS if r[0] == release)  # its newest jax
+  if newest or release in (OLDEST, NEWEST_RELEASE):
     (tmp_path / "cwd").mkdir()  # no ./optax shadows the one under test
     out = _run([python, "-m", "pytest", "-q", "-n", "2", "-p",
                 "no:cacheprovider", series.REPO / "optax_tests"],
                cwd=tmp_path / "cwd", env=tested)
     print(f"\noptax_tests: {out.splitlines()[-1]}")
+  if newest:
     print("optimizers whose state types change in update (state_types.py):")
     print(subprocess.run(
         [python, series.REPO / "tools/state_types.py", "--config", "plain"],

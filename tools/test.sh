@@ -8,7 +8,8 @@
 #      alias_test.py, on PATCHED optax $VERSION: all must pass;
 #   4. the release matrix (matrix/test_releases.py), every row of
 #      `tools/series.py matrix`: apply, checks, numerics, revert on each
-#      row; optax_tests/ once per release, with its newest jax;
+#      row; optax_tests/ on each release's newest jax, and on the minimum
+#      jax of the oldest and newest release (every jax of the matrix);
 #   5. the benchmark smoke test (tools/bench.py --quick): fails if the patched
 #      step compiles more than once, never on timing.
 # Pristine/patched optax: overlays of the PyPI wheel; no environment is
