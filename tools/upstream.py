@@ -82,7 +82,8 @@ def apply_series(tree, folder):
                 check=False).returncode):
       print(f"{name} already in the tree, skipped")
       continue
-    res = git(tree, "am", "-3", "--keep-cr", str(patch), check=False)
+    res = git(tree, "am", "-3", "--keep-cr", str(patch), env=PLACEHOLDER,
+              check=False)
     if res.returncode:
       print(f"{name} CONFLICT")
       print(res.stdout + res.stderr)
@@ -223,8 +224,6 @@ def cmd_test(args):
     base_tree = pathlib.Path(tmp, "base")
     git(tree, "worktree", "add", "-q", "--detach", str(base_tree), "HEAD")
     print(git(tree, "log", "-1", "--format=optax %h %s (%cs)").stdout.strip())
-    git(tree, "config", "user.name", AUTHOR[0])
-    git(tree, "config", "user.email", AUTHOR[1])
     touched = []
     for folder in args.series:
       print(f"\n== {folder}: git am -3")
