@@ -71,7 +71,7 @@ def _verdict(lbfgs_steps, name, fields, verdict):  # (name, passed, line)
   except Exception as e:  # pylint: disable=broad-except
     frames = traceback.extract_tb(e.__traceback__)  # the last in optax
     last = ([f for f in frames if "/optax/" in f.filename] or frames)[-1]
-    where = f"optax/{last.filename.split('/optax/')[-1]}:{last.lineno}"
+    where = f"optax/{last.filename.rpartition('/optax/')[2]}:{last.lineno}"
     passed, detail = False, f"{_message(e, 90)} ({where})"
   line = f"{'PASS' if passed else 'FAIL'}  {name:27s} {detail}"
   print(line)

@@ -205,11 +205,10 @@ def manifest(release):
   pins = {}
   path = PATCHES / "manifest" / f"{release}.sha256"
   for line in read(path).splitlines():
-    fields = line.split()
-    if (len(fields) != 3 or not all(re.fullmatch(r"[0-9a-f]{64}", f)
-                                    for f in fields[:2])):
+    m = re.fullmatch(r"([0-9a-f]{64}) ([0-9a-f]{64}) (\S+)", line)
+    if not m:
       raise SeriesError(f"{path.relative_to(REPO)}: malformed line: {line!r}")
-    pins[fields[2]] = (fields[0], fields[1])
+    pins[m[3]] = (m[1], m[2])
   if sorted(pins) != sorted(paths(target(release).folder)):
     raise SeriesError(f"{path.relative_to(REPO)} does not list the files of "
                       f"patches/{target(release).folder}")

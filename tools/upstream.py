@@ -39,6 +39,7 @@ PLACEHOLDER = {f"GIT_{who}_{key}": value for who in ("AUTHOR", "COMMITTER")
 GIT_FORMAT = ["-c", "core.abbrev=8", "-c", "diff.algorithm=myers",
               "-c", "format.signature=", "-c", "diff.noprefix=false",
               "-c", "format.numbered=auto"]
+PYTEST = ["-q", "-n", "2", "-p", "no:cacheprovider"]
 
 
 class Failed(Exception):
@@ -71,15 +72,6 @@ def new_test_functions(folder):
                                        re.M)))
 
 
-def pytest(tree, files):
-  cmd = [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p",
-         "no:cacheprovider", *files]
-  res = subprocess.run(cmd, cwd=tree, capture_output=True, text=True,
-                       check=False, env={**os.environ, "PYTHONPATH": str(tree)})
-  lines = res.stdout.strip().splitlines() or ["(no output)"]
-  return res.returncode, lines
-
-
 def apply_series(tree, folder):
   """git am -3 of FOLDER's patches: those applied; Failed on a conflict."""
   applied = []
@@ -90,7 +82,8 @@ def apply_series(tree, folder):
                 check=False).returncode):
       print(f"{name} already in the tree, skipped")
       continue
-    res = git(tree, "am", "-3", "--keep-cr", str(patch), check=False)
+    res = git(tree, "am", "-3", "--keep-cr", str(patch), env=PLACEHOLDER,
+              check=False)
     if res.returncode:
       print(f"{name} CONFLICT")
       print(res.stdout + res.stderr)
@@ -136,20 +129,23 @@ def message_problems(message):
   return problems
 
 
-def check_messages(tree, before, patches):
-  """Each commit of PATCHES, as git am made it on BEFORE, has the message its
-  patch holds, byte for byte, and a message git commit keeps as it is."""
-  commits = git(tree, "rev-list", "--reverse", f"{before}..HEAD").stdout.split()
+def new_commits(tree, since):
+  return git(tree, "rev-list", "--reverse", f"{since}..HEAD").stdout.split()
+
+
+def check_messages(tree, commits, wanted, source):
+  """Whether each of COMMITS has its message of WANTED ([(name, message)],
+  from SOURCE: its patch or its commit) byte for byte, and a message git
+  commit keeps as it is."""
   failed = False
-  for patch, commit in zip(patches, commits):
+  for commit, (name, want) in zip(commits, wanted):
     message = commit_message(tree, commit)
     problems = message_problems(message)
-    if message != patch_message(patch):
-      problems.append("git am + git log show another message than the patch")
-    print(f"  {patch.name}: " + ("; ".join(problems) or "ok"))
+    if message != want:
+      problems.append(f"git am + git log show another message than {source}")
+    print(f"  {name}: " + ("; ".join(problems) or "ok"))
     failed = failed or bool(problems)
-  if failed:
-    raise Failed("a commit message is not what it must be")
+  return not failed
 
 
 def check_before(tree, ref, folder):
@@ -162,8 +158,7 @@ def check_before(tree, ref, folder):
   git(tree, "checkout", ref, "--", *library)
   try:
     rc, lines, counts = failing.run(
-        ["-q", "-n", "2", "-p", "no:cacheprovider",
-         *series.test_files(folder, tree), "-k", " or ".join(names)],
+        [*PYTEST, *series.test_files(folder, tree), "-k", " or ".join(names)],
         cwd=tree, pythonpath=str(tree))
   finally:
     git(tree, "checkout", "HEAD", "--", *library)
@@ -177,7 +172,7 @@ def check_before(tree, ref, folder):
 
 def check_after(tree, folder):
   files = series.test_files(folder, tree)
-  rc, lines = pytest(tree, files)
+  rc, lines, _ = failing.run([*PYTEST, *files], cwd=tree, pythonpath=str(tree))
   print(f"  {' '.join(files)}: {lines[-1]}")
   if rc != 0:
     print("\n".join(l for l in lines if l.startswith(("FAILED", "ERROR"))))
@@ -229,8 +224,6 @@ def cmd_test(args):
     base_tree = pathlib.Path(tmp, "base")
     git(tree, "worktree", "add", "-q", "--detach", str(base_tree), "HEAD")
     print(git(tree, "log", "-1", "--format=optax %h %s (%cs)").stdout.strip())
-    git(tree, "config", "user.name", AUTHOR[0])
-    git(tree, "config", "user.email", AUTHOR[1])
     touched = []
     for folder in args.series:
       print(f"\n== {folder}: git am -3")
@@ -241,7 +234,9 @@ def cmd_test(args):
               f"patches/{folder}")
         continue
       print(f"\n== {folder}: commit messages")
-      check_messages(tree, before, applied)
+      if not check_messages(tree, new_commits(tree, before), [
+          (p.name, patch_message(p)) for p in applied], "the patch"):
+        raise Failed("a commit message is not what it must be")
       print(f"\n== {folder}: the new tests without the fix")
       check_before(tree, before, folder)
       print(f"\n== {folder}: tests on the patched tree")
@@ -266,7 +261,7 @@ def cmd_export(args):
         "git commit -q --amend --no-edit --reset-author", env=PLACEHOLDER)
     # --after: the first commits are that series' (git lists them as
     # prerequisite-patch-id under base-commit).
-    commits = git(tree, "rev-list", "--reverse", f"{base}..HEAD").stdout.split()
+    commits = new_commits(tree, base)
     after = len(series.patch_files(args.after)) if args.after else 0
     start = ([base] + commits)[after]
     res = git(tree, *GIT_FORMAT, "format-patch", "--zero-commit",
@@ -274,20 +269,12 @@ def cmd_export(args):
               f"{start}..HEAD", env=PLACEHOLDER)
     patches = [pathlib.Path(line) for line in res.stdout.split()]
     # Re-imported, each patch must give its commit's message byte for byte.
+    wanted = [(patch.name, commit_message(tree, commit))
+              for patch, commit in zip(patches, commits[after:])]
     git(tree, "checkout", "-q", "--detach", start)
     git(tree, "am", "-q", "--keep-cr", *map(str, patches), env=PLACEHOLDER)
-    again = git(tree, "rev-list", "--reverse", f"{start}..HEAD").stdout.split()
-    failed = False
-    for patch, commit, new in zip(patches, commits[after:], again):
-      message = commit_message(tree, commit)
-      problems = message_problems(message)
-      if commit_message(tree, new) != message:
-        problems.append("git am + git log show another message than the "
-                        "commit's")
-      if problems:
-        print(f"  {patch.name}: {'; '.join(problems)}")
-        failed = True
-    if failed:
+    if not check_messages(tree, new_commits(tree, start), wanted,
+                          "the commit's"):
       raise Failed(f"a commit message is not what it must be: nothing "
                    f"written to patches/{args.series[0]}")
     out.mkdir(parents=True, exist_ok=True)
