@@ -147,16 +147,28 @@ def test_target_tree_of_the_wheel(repo, env, built, tmp_path):
   assert files == {p: p.read_bytes() for p in target.rglob("*") if p.is_file()}
 
 
-def test_broken_cache_and_killed_build(repo, tmp_path):
-  """A cached wheel that is no zip: exit 2, one line, nothing written; a
-  temporary left in DIR by a killed build goes with the next build."""
+@pytest.mark.parametrize("damage", ["truncated", "a file changed"])
+def test_broken_cache_and_killed_build(repo, tmp_path, damage):
+  """A cached wheel that is not the release's (truncated, or a valid wheel
+  with a file changed): exit 2, one line naming it and its pinned sha256,
+  nothing written; a temporary left in DIR by a killed build goes with the
+  next build."""
   python, _ = _venv(tmp_path / "venv")
-  bad = tmp_path / "cache"
-  bad.mkdir()
-  (bad / series.wheel(VERSION).name).write_bytes(b"PK\3\4 truncated")
+  bad = tmp_path / "cache" / series.wheel(VERSION).name
+  bad.parent.mkdir()
+  if damage == "truncated":
+    bad.write_bytes(series.wheel(VERSION).read_bytes()[:1000])
+  else:
+    with zipfile.ZipFile(series.wheel(VERSION)) as zf, zipfile.ZipFile(
+        bad, "w") as out:
+      for i in zf.infolist():  # alias.py: a file no series touches
+        out.writestr(i, zf.read(i) + b"\n" * (
+            i.filename == "optax/_src/alias.py"))
   result = _run(repo, "--wheel", tmp_path / "out", "--release", VERSION,
-                python=python, OPTAX_WHEEL_CACHE=str(bad), PIP_NO_INDEX="1")
-  _refused(result, 2, "not a readable wheel", "nothing written")
+                python=python, OPTAX_WHEEL_CACHE=str(bad.parent),
+                PIP_NO_INDEX="1")
+  _refused(result, 2, f"{bad} is not the wheel {VERSION}.sha256 pins",
+           "remove it", "nothing written")
   assert not (tmp_path / "out").exists()
   left = tmp_path / "out" / f".{WHEEL}.999999999.tmp"  # no such process
   left.parent.mkdir()

@@ -9,7 +9,8 @@ usage: series.py matrix                   the support matrix: release, folder,
        series.py overlay RELEASE DEST [--pristine]
                                           RELEASE's optax wheel into DEST,
                                           patched by its series
-       series.py manifest [RELEASE...]    rewrite patches/manifest/
+       series.py manifest [RELEASE...]    rewrite patches/manifest/: sha256 of
+                                          the wheel, of each touched file
 """
 
 import dataclasses
@@ -200,15 +201,22 @@ def sha256(data):
   return hashlib.sha256(data).hexdigest()
 
 
-def manifest(release):
-  """{path: (sha256 as released, sha256 as patched)} of RELEASE's series."""
+def _pins(path):
+  """{name: sha256 of the release's wheel, or of a file (as released, as
+  patched)} of the manifest at PATH."""
   pins = {}
-  path = PATCHES / "manifest" / f"{release}.sha256"
   for line in read(path).splitlines():
-    m = re.fullmatch(r"([0-9a-f]{64}) ([0-9a-f]{64}) (\S+)", line)
+    m = re.fullmatch(r"([0-9a-f]{64}) (?:([0-9a-f]{64}) )?(\S+)", line)
     if not m:
       raise SeriesError(f"{path.relative_to(REPO)}: malformed line: {line!r}")
-    pins[m[3]] = (m[1], m[2])
+    pins[m[3]] = (m[1], m[2]) if m[2] else m[1]
+  return pins
+
+
+def manifest(release):
+  """{path: (sha256 as released, sha256 as patched)} of RELEASE's series."""
+  path = PATCHES / "manifest" / f"{release}.sha256"
+  pins = {k: v for k, v in _pins(path).items() if isinstance(v, tuple)}
   if sorted(pins) != sorted(paths(target(release).folder)):
     raise SeriesError(f"{path.relative_to(REPO)} does not list the files of "
                       f"patches/{target(release).folder}")
@@ -216,7 +224,8 @@ def manifest(release):
 
 
 def wheel(release):
-  """The path of RELEASE's optax wheel, downloaded from PyPI once."""
+  """The path of RELEASE's optax wheel, downloaded from PyPI once; its sha256
+  is the one its manifest pins (once there is one: write_manifest)."""
   found = sorted(WHEELS.glob(f"optax-{release}-*.whl"))
   if not found:
     WHEELS.mkdir(parents=True, exist_ok=True)
@@ -228,6 +237,11 @@ def wheel(release):
     found = sorted(WHEELS.glob(f"optax-{release}-*.whl"))
     if res.returncode != 0 or not found:
       raise SeriesError(f"cannot download the optax {release} wheel from PyPI")
+  pinned = PATCHES / "manifest" / f"{release}.sha256"
+  pin = _pins(pinned).get(found[0].name) if pinned.exists() else None
+  if pinned.exists() and sha256(found[0].read_bytes()) != pin:
+    raise SeriesError(f"{found[0]} is not the wheel {pinned.name} pins "
+                      f"({pin and pin[:12]}): remove it")
   return found[0]
 
 
@@ -253,7 +267,8 @@ def overlay(release, dest, folder=None):
 
 def write_manifest(release, out_dir=PATCHES / "manifest"):
   folder = target(release).folder
-  lines = []
+  whl = wheel(release)
+  lines = [f"{sha256(whl.read_bytes())} {whl.name}\n"]
   with tempfile.TemporaryDirectory() as tmp:
     overlay(release, pathlib.Path(tmp, "released"))
     overlay(release, pathlib.Path(tmp, "patched"), folder)

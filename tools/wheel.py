@@ -2,7 +2,8 @@
 
 Writes DIR/optax-<release>+typestable-py3-none-any.whl: the release's files,
 offline first (the installed optax if every file is as its RECORD says, else
-the wheel cache $OPTAX_WHEEL_CACHE, else PyPI), patched as apply.py patches
+the wheel cache $OPTAX_WHEEL_CACHE, else PyPI; a wheel has the sha256 its
+manifest pins), patched as apply.py patches
 (each file reaches its pinned sha256); METADATA says Version
 <release>+typestable (a PEP 440 local version: optax==<release> still
 matches), in optax-<release>+typestable.dist-info, RECORD regenerated. The
@@ -66,21 +67,16 @@ def _release(ui, installed, release):
   """{name: bytes} of RELEASE's wheel but its RECORD, saying from where."""
   files, why = _installed(installed, release)
   if files is None:
-    cached = sorted(series.WHEELS.glob(f"optax-{release}-*.whl"))
-    try:
-      path = cached[0] if cached else series.wheel(release)
+    cached = any(series.WHEELS.glob(f"optax-{release}-*.whl"))
+    try:  # the cached or downloaded wheel, with its pinned sha256
+      path = series.wheel(release)
     except series.SeriesError as e:
-      raise ui.Failure(2, f"{why}, {series.WHEELS} has no optax {release} "
-                       f"wheel and {e} (pip download --no-deps -d "
-                       f"{series.WHEELS} optax=={release}): nothing "
-                       "written") from None
-    try:
-      with zipfile.ZipFile(path) as zf:
-        files = {i.filename: zf.read(i) for i in zf.infolist() if not
-                 i.is_dir() and _kept(i.filename, f"optax-{release}.dist-info/")}
-    except (OSError, zipfile.BadZipFile) as e:
-      raise ui.Failure(2, f"{path}: not a readable wheel ({e}): remove it; "
-                       "nothing written") from None
+      raise ui.Failure(2, f"{why}; {e}" + ("" if cached else (
+          f" (pip download --no-deps -d {series.WHEELS} optax=={release})"))
+                       + ": nothing written") from None
+    with zipfile.ZipFile(path) as zf:
+      files = {i.filename: zf.read(i) for i in zf.infolist() if not
+               i.is_dir() and _kept(i.filename, f"optax-{release}.dist-info/")}
     why = ("the wheel cache" if cached else "PyPI, into the wheel cache") + (
         f" ({why}): {path}")
   ui.say(f"optax {release}'s files from {why}")
