@@ -473,7 +473,7 @@ def test_edited_patched_file_says_how_to_get_out(repo, env):
   for args in (("--revert",), (), ("--check",)):
     _refused(_run(repo, *args, env=env), 4, "modified by someone else",
              LINESEARCH,
-             f"pip install --force-reinstall --no-deps optax=={VERSION}")
+             f"pip install --force-reinstall --no-deps optax==={VERSION}")
   assert _tree(env.site) == before
   _reinstall(env)
   assert _run(repo, "--check", env=env).returncode == 10

@@ -132,8 +132,10 @@ def test_checks_that_regress_write_no_wheel(repo, env, tmp_path):
 
 def test_target_tree_of_the_wheel(repo, env, built, tmp_path):
   """pip install --no-deps --target DIR of the wheel: --target DIR --check
-  says applied, --revert is refused (exit 2) naming pip's --target
-  reinstall of the release, and changes nothing."""
+  says applied, --revert is refused (exit 2) naming the removal of the
+  wheel's dist-info and pip's --target install of optax===X, and changes
+  nothing; that route, with the release and our wheel both on the index,
+  gives the release back (optax==X would pick X+typestable again)."""
   target = tmp_path / "target"
   installed = _pip(env.python, "install", "--no-deps", "--target", target,
                    built[0])
@@ -142,9 +144,42 @@ def test_target_tree_of_the_wheel(repo, env, built, tmp_path):
   checked = _run(repo, "--target", target, "--check", env=env)
   assert checked.returncode == 0 and checked.stdout.endswith("applied\n")
   _refused(_run(repo, "--target", target, "--revert", env=env), 2,
-           "installed from a patched wheel", f"install --no-deps --upgrade "
-           f"--target {target} optax=={VERSION}")
+           "installed from a patched wheel", f"rm -r {target / INFO[:-1]}, "
+           f"then ", f"install --no-deps --upgrade --target {target} "
+           f"optax==={VERSION}")
   assert files == {p: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+  both = tmp_path / "index"
+  both.mkdir()
+  for whl in (built[0], series.wheel(VERSION)):
+    shutil.copy(whl, both)
+  shutil.rmtree(target / INFO)
+  released = _pip(env.python, "install", "--no-deps", "--upgrade", "--target",
+                  target, "--no-index", "--find-links", both,
+                  f"optax==={VERSION}")
+  assert released.returncode == 0, released.stdout + released.stderr
+  assert [d.name for d in target.glob("optax-*")] == [
+      f"optax-{VERSION}.dist-info"]
+  checked = _run(repo, "--target", target, "--check", env=env)
+  assert checked.returncode == 10 and checked.stdout.endswith(
+      "not applied\n"), checked.stdout + checked.stderr
+
+
+@pytest.mark.parametrize("damage", ["no wheel pin", "malformed"])
+def test_manifest_that_pins_no_wheel(tmp_path, damage):
+  """--wheel from the cache, the manifest without its wheel's line or with a
+  malformed one: exit 6 naming the manifest (patches/ is broken), not the
+  good cached wheel; nothing written."""
+  repo = _repo_copy(tmp_path / "repo")
+  manifest = repo / "patches" / "manifest" / f"{VERSION}.sha256"
+  lines = manifest.read_text().splitlines(keepends=True)
+  manifest.write_text("".join(lines[1:]) if damage == "no wheel pin" else
+                      "\ufeff" + "".join(lines))
+  python, _ = _venv(tmp_path / "venv")
+  result = _run(repo, "--wheel", tmp_path / "out", "--release", VERSION,
+                python=python, PIP_NO_INDEX="1",
+                OPTAX_WHEEL_CACHE=str(series.wheel(VERSION).parent))
+  _refused(result, 6, f"patches/manifest/{VERSION}.sha256", "nothing changed")
+  assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "a file changed"])
@@ -204,7 +239,7 @@ def test_installed_by_hash_is_applied(built, tmp_path):
   _refused(_run(series.REPO, "--revert", python=python), 2,
            f"optax {VERSION}+typestable is installed from a patched wheel: "
            f"to get the release, run: {python} -m pip install "
-           f"--force-reinstall --no-deps optax=={VERSION}")
+           f"--force-reinstall --no-deps optax==={VERSION}")
   linesearch = site_dir / LINESEARCH
   left = linesearch.with_name(f".{linesearch.name}.999999999.typestable-tmp")
   left.write_bytes(b"of a killed run")
@@ -240,7 +275,7 @@ def test_uv_venv_hints_say_uv(repo, tmp_path):
   linesearch = next((tmp_path / "venv").glob("lib/python*/site-packages")
                     ) / LINESEARCH
   linesearch.write_text(linesearch.read_text() + "# mine\n")
-  fix = (f"uv pip install --force-reinstall --no-deps optax=={VERSION} "
+  fix = (f"uv pip install --force-reinstall --no-deps optax==={VERSION} "
          f"--python {python}")
   _refused(_run(repo, python=python), 4, "modified by someone else", fix)
   subprocess.run([UV, *fix.split()[1:], "--no-index", "--find-links",
@@ -261,7 +296,7 @@ def test_uv_installs_the_wheel(repo, built, tmp_path):
   checked = _run(repo, "--check", python=python)
   assert checked.returncode == 0 and checked.stdout.endswith("applied\n")
   _refused(_run(repo, "--revert", python=python), 2, "to get the release, "
-           "run: uv pip install --force-reinstall --no-deps optax=="
+           "run: uv pip install --force-reinstall --no-deps optax==="
            f"{VERSION} --python {python}")
   subprocess.run([UV, "pip", "uninstall", "-q", "--python", python, "optax"],
                  check=True, env=uv)

@@ -213,9 +213,12 @@ def run(args):
   if not folder:
     return unknown(version, python, root, args.target)
   pins = series.manifest(version)
-  release = locate.install(python, f"--no-deps --upgrade --target {root} "
-                          f"optax=={version}" if args.target else
-                          f"--force-reinstall --no-deps optax=={version}")
+  # ===: the release itself, not our X+typestable, which == X also matches
+  release = (f"rm -r {root}/optax-{version}{wheel.LOCAL}.dist-info, then "
+             + locate.install(python, f"--no-deps --upgrade --target {root} "
+                              f"optax==={version}") if args.target else
+             locate.install(python, f"--force-reinstall --no-deps "
+                            f"optax==={version}"))
   fix = (f"restore optax {version}'s file in {root}" if args.target else
          release if not built else locate.install(
              python, f"--force-reinstall --no-deps DIR/optax-{version}"

@@ -46,7 +46,7 @@ def interpreter(args):
     pins = [f"{p}=={new.jax_pin}" for p in ("jax", "jaxlib") if new.jax_pin]
     say(f"{venv}: no environment has optax: making it, optax {new.release}")
     for cmd in ([sys.executable, "-m", "venv", str(venv.parents[1])], [
-        venv, "-m", "pip", "install", "-q", f"optax=={new.release}", *pins]):
+        venv, "-m", "pip", "install", "-q", f"optax==={new.release}", *pins]):
       if subprocess.run(cmd, check=False).returncode != 0:
         raise Failure(2, f"could not create .venv: {cmd[2]} {cmd[3]} failed")
   if venv.exists() or args.target:

@@ -34,6 +34,10 @@ class SeriesError(Exception):
   """A series, a target or a file is not what it must be (one-line message)."""
 
 
+class WheelError(SeriesError):
+  """A release's wheel cannot be had, or is not the one its manifest pins."""
+
+
 def read(path):
   """The text of a file of this repository; SeriesError naming it if it is
   missing or not UTF-8."""
@@ -226,23 +230,24 @@ def manifest(release):
 def wheel(release):
   """The path of RELEASE's optax wheel, downloaded from PyPI once; its sha256
   is the one its manifest pins (once there is one: write_manifest)."""
-  found = sorted(WHEELS.glob(f"optax-{release}-*.whl"))
-  if not found:
+  found = WHEELS / f"optax-{release}-py3-none-any.whl"  # as on PyPI
+  pinned = PATCHES / "manifest" / f"{release}.sha256"
+  pin = _pins(pinned).get(found.name, "") if pinned.exists() else None
+  if pin == "" or isinstance(pin, tuple):
+    raise SeriesError(f"{pinned.relative_to(REPO)} pins no {found.name}")
+  if not found.is_file():
     WHEELS.mkdir(parents=True, exist_ok=True)
     res = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
          "--only-binary=:all:", "--disable-pip-version-check", "-d",
-         str(WHEELS), f"optax=={release}"], capture_output=True, text=True,
+         str(WHEELS), f"optax==={release}"], capture_output=True, text=True,
         check=False)
-    found = sorted(WHEELS.glob(f"optax-{release}-*.whl"))
-    if res.returncode != 0 or not found:
-      raise SeriesError(f"cannot download the optax {release} wheel from PyPI")
-  pinned = PATCHES / "manifest" / f"{release}.sha256"
-  pin = _pins(pinned).get(found[0].name) if pinned.exists() else None
-  if pinned.exists() and sha256(found[0].read_bytes()) != pin:
-    raise SeriesError(f"{found[0]} is not the wheel {pinned.name} pins "
-                      f"({pin and pin[:12]}): remove it")
-  return found[0]
+    if res.returncode != 0 or not found.is_file():
+      raise WheelError(f"cannot download the optax {release} wheel from PyPI")
+  if pin and sha256(found.read_bytes()) != pin:
+    raise WheelError(f"{found} is not the wheel {pinned.name} pins "
+                     f"({pin[:12]}): remove it")
+  return found
 
 
 def overlay(release, dest, folder=None):

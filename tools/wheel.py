@@ -67,12 +67,12 @@ def _release(ui, installed, release):
   """{name: bytes} of RELEASE's wheel but its RECORD, saying from where."""
   files, why = _installed(installed, release)
   if files is None:
-    cached = any(series.WHEELS.glob(f"optax-{release}-*.whl"))
+    cached = (series.WHEELS / f"optax-{release}-py3-none-any.whl").exists()
     try:  # the cached or downloaded wheel, with its pinned sha256
       path = series.wheel(release)
-    except series.SeriesError as e:
+    except series.WheelError as e:  # (a broken manifest: exit 6)
       raise ui.Failure(2, f"{why}; {e}" + ("" if cached else (
-          f" (pip download --no-deps -d {series.WHEELS} optax=={release})"))
+          f" (pip download --no-deps -d {series.WHEELS} optax==={release})"))
                        + ": nothing written") from None
     with zipfile.ZipFile(path) as zf:
       files = {i.filename: zf.read(i) for i in zf.infolist() if not
