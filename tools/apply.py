@@ -46,7 +46,7 @@ import sys
 import checks
 import locate
 from locate import bytecode, environment, interpreter, user_pycache
-from locate import Failure, say  # also wheel.py's, as ui.<name>
+from locate import Failure, say
 import series
 import wheel
 

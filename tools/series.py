@@ -233,7 +233,7 @@ def wheel(release):
   found = WHEELS / f"optax-{release}-py3-none-any.whl"  # as on PyPI
   pinned = PATCHES / "manifest" / f"{release}.sha256"
   pin = _pins(pinned).get(found.name, "") if pinned.exists() else None
-  if pin == "" or isinstance(pin, tuple):
+  if pin == "":
     raise SeriesError(f"{pinned.relative_to(REPO)} pins no {found.name}")
   if not found.is_file():
     WHEELS.mkdir(parents=True, exist_ok=True)

@@ -71,7 +71,7 @@ def _release(ui, installed, release):
     try:  # the cached or downloaded wheel, with its pinned sha256
       path = series.wheel(release)
     except series.WheelError as e:  # (a broken manifest: exit 6)
-      raise ui.Failure(2, f"{why}; {e}" + ("" if cached else (
+      raise locate.Failure(2, f"{why}; {e}" + ("" if cached else (
           f" (pip download --no-deps -d {series.WHEELS} optax==={release})"))
                        + ": nothing written") from None
     with zipfile.ZipFile(path) as zf:
@@ -79,7 +79,7 @@ def _release(ui, installed, release):
                i.is_dir() and _kept(i.filename, f"optax-{release}.dist-info/")}
     why = ("the wheel cache" if cached else "PyPI, into the wheel cache") + (
         f" ({why}): {path}")
-  ui.say(f"optax {release}'s files from {why}")
+  locate.say(f"optax {release}'s files from {why}")
   return files
 
 
@@ -100,27 +100,27 @@ def _zip(files, info):
 
 def build(ui, python, release, out_dir):
   """Writes the wheel of RELEASE (default: PYTHON's optax's) into OUT_DIR;
-  UI: the apply module (say, Failure, versions, verdicts)."""
+  UI: the apply module (versions, verdicts, regression, abandoned)."""
   found = locate.installed(python)
   if not release and not found:
-    raise ui.Failure(2, f"no optax in the environment of {python}: use "
+    raise locate.Failure(2, f"no optax in the environment of {python}: use "
                      "--release X")
   release = release or found[0].replace(LOCAL, "")
   supported = [t.release for t in series.targets()]
   if release not in supported:
-    raise ui.Failure(3, f"optax {release} is not a supported release "
+    raise locate.Failure(3, f"optax {release} is not a supported release "
                      f"(supported: {', '.join(supported)}); {ui.GIT_AM}")
   files, pins = _release(ui, found, release), series.manifest(release)
   for path, (released, _) in pins.items():
     if series.sha256(files.get(path, b"")) != released:
-      raise ui.Failure(4, f"{path} of optax {release} is not the release's "
+      raise locate.Failure(4, f"{path} of optax {release} is not the release's "
                        f"(pinned sha256 {released[:12]}): nothing written")
   contents = ui.versions(series.target(release).folder, pins, dict.fromkeys(
       pins, "released"), files)
   info, ours = (f"optax-{release}{v}.dist-info/" for v in ("", LOCAL))
   version = f"\nVersion: {release}\n"
   if version not in files.get(info + "METADATA", b"").decode():
-    raise ui.Failure(4, f"{info}METADATA does not say Version: {release}")
+    raise locate.Failure(4, f"{info}METADATA does not say Version: {release}")
   patched = dict(files, **{p: contents[p]["patched"] for p in pins}, **{
       info + "METADATA": files[info + "METADATA"].decode().replace(
           version, f"\nVersion: {release}{LOCAL}\n").encode()})
@@ -136,13 +136,14 @@ def build(ui, python, release, out_dir):
       verdicts[label] = ui.verdicts(python, pathlib.Path(tmp, label), True,
                                     label)
   before, after = verdicts["before"], verdicts["after"]
-  if ui.regression(before, after):
-    raise ui.Failure(1, f"{ui.regression(before, after)}: no wheel written")
+  reason = ui.regression(before, after)
+  if reason:
+    raise locate.Failure(1, f"{reason}: no wheel written")
   if isinstance(before, str):
-    ui.say("the checks could not run before: written anyway (every touched "
+    locate.say("the checks could not run before: written anyway (every touched "
            "file has its pinned sha256)")
   for change in series.behaviour_changes(series.target(release).folder):
-    ui.say(f"behaviour change: {change}")
+    locate.say(f"behaviour change: {change}")
   data, whl = _zip(patched, ours), pathlib.Path(
       out_dir, f"optax-{release}{LOCAL}-py3-none-any.whl").absolute()
   whl.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +158,7 @@ def build(ui, python, release, out_dir):
     tmp.unlink(missing_ok=True)
   digest = series.sha256(data)
   quoted = shlex.quote(str(whl))  # for a shell, where the commands go
-  ui.say(f"wrote {whl}\n  sha256 {digest}\n  requirements.txt: optax @ "
+  locate.say(f"wrote {whl}\n  sha256 {digest}\n  requirements.txt: optax @ "
          f"{whl.as_uri()} --hash=sha256:{digest}\n  install: "
          f"{locate.install(python, quoted)}\n  read-only or shared optax: pip "
          f"install --no-deps --target DIR {quoted}; PYTHONPATH=DIR (README: "
