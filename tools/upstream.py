@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import textwrap
 
 import checks
 import failing
@@ -96,16 +97,6 @@ def apply_series(tree, folder):
   return applied
 
 
-def patch_message(patch):
-  """The commit message PATCH holds: its subject, unfolded and without the
-  [PATCH n/m] prefix, and its body up to the '---' line."""
-  head, _, rest = series.read(patch).partition("\n\n")
-  subject = re.search(r"^Subject: (.*(?:\n .*)*)", head, re.M)[1]
-  subject = re.sub(r"^\[PATCH[^\]]*\] ", "", subject.replace("\n ", " "))
-  body = re.split(r"^---$", rest, maxsplit=1, flags=re.M)[0].strip("\n")
-  return f"{subject}\n\n{body}\n" if body else f"{subject}\n"
-
-
 def commit_message(tree, commit):
   """The message of COMMIT in TREE, byte for byte."""
   return git(tree, "cat-file", "commit", commit).stdout.split("\n\n", 1)[1]
@@ -133,16 +124,17 @@ def new_commits(tree, since):
   return git(tree, "rev-list", "--reverse", f"{since}..HEAD").stdout.split()
 
 
-def check_messages(tree, commits, wanted, source):
-  """Whether each of COMMITS has its message of WANTED ([(name, message)],
-  from SOURCE: its patch or its commit) byte for byte, and a message git
-  commit keeps as it is."""
+def check_messages(tree, commits, names, wanted=None):
+  """Whether git commit keeps the message of each of COMMITS (NAMES: their
+  patches) as it is, and (WANTED: the messages they must have) byte for
+  byte."""
   failed = False
-  for commit, (name, want) in zip(commits, wanted):
+  for commit, name, want in zip(commits, names, wanted or [None] * len(names)):
     message = commit_message(tree, commit)
     problems = message_problems(message)
-    if message != want:
-      problems.append(f"git am + git log show another message than {source}")
+    if want is not None and message != want:
+      problems.append("git am + git log show another message than the "
+                      "commit's")
     print(f"  {name}: " + ("; ".join(problems) or "ok"))
     failed = failed or bool(problems)
   return not failed
@@ -180,42 +172,35 @@ def check_after(tree, folder):
 
 
 def lint(tree, base_tree, paths):
-  """New ruff and pyink findings of PATHS in TREE against BASE_TREE."""
-  config = (tree / ".pre-commit-config.yaml").read_text()
-  m = re.search(r"ruff-pre-commit\s+rev: v?(\S+)", config)
-  venv = REPO / ".cache" / f"lint-ruff-{m.group(1) if m else 'latest'}"
+  """New ruff (optax's pre-commit version) and pyink findings of PATHS in
+  TREE against BASE_TREE."""
+  rev = re.search(r"ruff-pre-commit\s+rev: v?(\S+)",
+                  (tree / ".pre-commit-config.yaml").read_text())
+  ruff = f"ruff=={rev[1]}" if rev else "ruff"
+  venv = REPO / ".cache" / f"lint-{ruff}"
   if not (venv / "bin" / "pyink").exists():
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "-q",
-                    "--disable-pip-version-check", "pyink",
-                    f"ruff=={m.group(1)}" if m else "ruff"], check=True,
-                   capture_output=True)
+    subprocess.run([venv / "bin" / "pip", "install", "-q", "pyink", ruff],
+                   check=True, capture_output=True)
   new = 0
-  for tool, args in (("ruff", ["check", "--output-format=concise"]),
-                     ("pyink", ["--check", "--diff"])):
-    counts = []
-    for root in (base_tree, tree):
-      res = subprocess.run(
-          [str(venv / "bin" / tool), *args, "--config", "pyproject.toml",
-           *paths], cwd=root, capture_output=True, text=True, check=False)
-      out = res.stdout + res.stderr
-      counts.append(out.count("\n@@ ") if tool == "pyink" else
-                    len(re.findall(r"^\S+:\d+:\d+: ", out, re.M)))
-    print(f"  {tool}: {counts[1]} finding(s) in the touched files, "
-          f"{counts[0]} before the series")
-    new += max(0, counts[1] - counts[0])
+  for tool, args, finding in (
+      ("ruff", ["check", "--output-format=concise"], r"^\S+:\d+:\d+: "),
+      ("pyink", ["--check", "--diff"], r"^@@ ")):
+    before, after = (len(re.findall(finding, subprocess.run(
+        [venv / "bin" / tool, *args, "--config", "pyproject.toml", *paths],
+        cwd=root, capture_output=True, text=True, check=False).stdout, re.M))
+                     for root in (base_tree, tree))
+    print(f"  {tool}: {after} finding(s) in the touched files, {before} "
+          "before the series")
+    new += max(0, after - before)
   if new:
     raise Failed("lint finds something the series introduced")
 
 
 def evidence(tree, base_tree):
   for label, root in (("before", base_tree), ("after", tree)):
-    got, said = checks.run(sys.executable, f"--path={root}")
-    lines = ([got["error"]] if got and got["error"] else
-             [c[2] for c in got["checks"]] if got else
-             (said.strip().splitlines() or ["no output"])[-1:])
-    print(f"  {label}:")
-    print("\n".join(f"    {l}" for l in lines))
+    said = checks.run(sys.executable, f"--path={root}")[1].strip()
+    print(f"  {label}:\n" + textwrap.indent(said or "no output", "    "))
 
 
 def cmd_test(args):
@@ -234,8 +219,8 @@ def cmd_test(args):
               f"patches/{folder}")
         continue
       print(f"\n== {folder}: commit messages")
-      if not check_messages(tree, new_commits(tree, before), [
-          (p.name, patch_message(p)) for p in applied], "the patch"):
+      if not check_messages(tree, new_commits(tree, before),
+                            [p.name for p in applied]):
         raise Failed("a commit message is not what it must be")
       print(f"\n== {folder}: the new tests without the fix")
       check_before(tree, before, folder)
@@ -269,12 +254,11 @@ def cmd_export(args):
               f"{start}..HEAD", env=PLACEHOLDER)
     patches = [pathlib.Path(line) for line in res.stdout.split()]
     # Re-imported, each patch must give its commit's message byte for byte.
-    wanted = [(patch.name, commit_message(tree, commit))
-              for patch, commit in zip(patches, commits[after:])]
+    wanted = [commit_message(tree, commit) for commit in commits[after:]]
     git(tree, "checkout", "-q", "--detach", start)
     git(tree, "am", "-q", "--keep-cr", *map(str, patches), env=PLACEHOLDER)
-    if not check_messages(tree, new_commits(tree, start), wanted,
-                          "the commit's"):
+    if not check_messages(tree, new_commits(tree, start),
+                          [p.name for p in patches], wanted):
       raise Failed(f"a commit message is not what it must be: nothing "
                    f"written to patches/{args.series[0]}")
     out.mkdir(parents=True, exist_ok=True)
