@@ -2,16 +2,9 @@
 
 tools/checks.py, tools/bench.py and matrix/test_numerics.py describe a run as
 a Config; run() imports optax (PYTHONPATH picks which) and returns a Result.
-
-usage: lbfgs_steps.py OUT.npz < CONFIGS.json
-  CONFIGS.json maps a name to Config fields; OUT.npz gets, per name,
-  NAME/params, NAME/values, NAME/compilations, NAME/state<i> (one per state
-  leaf), or NAME/error if the run raised (an unpatched optax's bug).
 """
 
 import dataclasses
-import json
-import sys
 import time
 
 import jax
@@ -144,24 +137,3 @@ def _run(cfg):
       dtype_changes=[f"{path}: {a} -> {b}" for path, (a, b) in zip(
           before, dtypes) if a != b])
 
-
-def main(argv):
-  if len(argv) != 1:
-    print("usage: " + __doc__.split("usage: ")[1], file=sys.stderr, end="")
-    return 2
-  out = {}
-  for name, fields in json.load(sys.stdin).items():
-    try:
-      result = run(Config(**fields))
-    except Exception as e:  # pylint: disable=broad-except
-      out[f"{name}/error"] = np.asarray(f"{type(e).__name__}: {e}"[:300])
-      continue
-    out.update({f"{name}/state{i}": x for i, x in enumerate(result.state)})
-    out[f"{name}/params"], out[f"{name}/values"] = result.params, result.values
-    out[f"{name}/compilations"] = np.asarray(result.compilations)
-  np.savez(argv[0], **out)
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
