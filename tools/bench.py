@@ -3,8 +3,6 @@
 Variants unpatched, patched and workaround (unpatched + Config.cast_back),
 interleaved, each run in a fresh process (docs/benchmark.md: the design).
 Exit 1 only if the patched step compiled more than once, never on timing.
-
-usage: bench.py [--quick] [--sizes N,N...] [--only S,S...] [--optax-version V]
 """
 
 import argparse
@@ -21,6 +19,7 @@ import tempfile
 VARIANTS = ("unpatched", "patched", "workaround")
 MEASURES = ("startup", "step", "scan")
 STARTUP, WARM, STEADY, SCAN = 5, 3, 20, 20
+ROW = "{:34s} {:10s} {:8s} {:22s} {:22s} {:22s}"  # config, variant, ...
 
 
 def _worker(cast_back, configs):
@@ -48,15 +47,6 @@ def _name(cfg):
   return f"{cfg[0]} {'x64' if cfg[1] else 'x32'} {cfg[2]} n={cfg[3]}"
 
 
-def _cpu():
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      return next(l.split(":", 1)[1].strip() for l in f
-                  if l.startswith("model name"))
-  except (OSError, StopIteration):
-    return "unknown CPU"
-
-
 def _ms(seconds):
   ms = seconds * 1e3
   return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
@@ -72,8 +62,6 @@ def _cell(samples):
 def _ratio(ours, theirs):
   """Paired ratios over the repeats, as a claim or as no claim."""
   ratios = [a / b for a, b in zip(ours, theirs)]
-  if len(ratios) < 3:
-    return "not compared (fewer than 3 repeats)"
   if min(ratios) <= 1.0 <= max(ratios):
     return "no difference measurable"
   return (f"{statistics.median(ratios):.2f} "
@@ -82,8 +70,8 @@ def _ratio(ours, theirs):
 
 def main(argv):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true",
-                      help="CI smoke test: lbfgs(), n=1000, x64 off and on")
+  parser.add_argument("--quick", action="store_true", help="CI smoke test: "
+                      "1 repeat of --sizes 1000 --only 'zoom x32,zoom x64 float32'")
   parser.add_argument("--sizes", default="10,1000,100000", help="problem sizes")
   parser.add_argument("--only", help="configurations whose name contains one "
                       "of these comma-separated strings, e.g. 'x64 float64'")
@@ -95,20 +83,21 @@ def main(argv):
               sys.stdout)
     return 0
   import series  # pylint: disable=g-import-not-at-top
+  repeats = 1 if args.quick else 5
+  if args.quick:
+    args.sizes, args.only = "1000", "zoom x32,zoom x64 float32"
   try:
     sizes = [int(s) for s in args.sizes.split(",")]
     folder = series.target(args.optax_version).folder
   except (ValueError, series.SeriesError) as e:
     parser.error(str(e))
-  repeats = 1 if args.quick else 5
   # (linesearch, x64, dtype, size): lbfgs() (zoom) and backtracking
-  configs = [("zoom", x64, "float32", 1000) for x64 in (False, True)]
-  if not args.quick:
-    configs = [(ls, x64, dtype, n) for ls in ("zoom", "backtracking")
-               for x64, dtype in ((False, "float32"), (True, "float32"),
-                                  (True, "float64")) for n in sizes]
-  configs = [c for c in configs if not args.only or any(
-      o in _name(c) for o in args.only.split(","))]
+  configs = [(ls, x64, dtype, n) for ls in ("zoom", "backtracking")
+             for x64, dtype in ((False, "float32"), (True, "float32"),
+                                (True, "float64")) for n in sizes]
+  if args.only:
+    configs = [c for c in configs
+               if any(o in _name(c) for o in args.only.split(","))]
   if not configs:
     parser.error(f"no configuration matches --only {args.only}")
   env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -128,21 +117,21 @@ def main(argv):
                                          else pristine)))
         samples[v].append(json.loads(proc.stdout))
   import jax  # pylint: disable=g-import-not-at-top
-  print(f"machine: {_cpu()}, {os.cpu_count()} cores, Python "
+  print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; 1-min load average {load:.1f} at start, "
         f"{os.getloadavg()[0]:.1f} at end\njax {jax.__version__}, optax "
         f"{args.optax_version} (patches/{folder}), {repeats} repeats, "
-        "interleaved\ntimes in ms: min/median (spread = (max-min)/median)\n")
-  print(f"{'config':34s} {'variant':10s} {'compiles':8s} "
-        + " ".join(f"{m:22s}" for m in MEASURES))
+        f"interleaved{'' if repeats >= 3 else ', no ratios (fewer than 3)'}\n"
+        "times in ms: min/median (spread = (max-min)/median)\n")
+  print(ROW.format("config", "variant", "compiles", *MEASURES))
   for i, cfg in enumerate(configs):
     get = {v: {m: [run[i][m] for run in samples[v]]
                for m in ("compiles",) + MEASURES} for v in VARIANTS}
     for v in VARIANTS:
       compiles = "/".join(map(str, sorted(set(get[v]["compiles"]))))
-      print(f"{_name(cfg):34s} {v:10s} {compiles:8s} "
-            + " ".join(f"{_cell(get[v][m]):22s}" for m in MEASURES))
-    for other in ("unpatched", "workaround"):
+      print(ROW.format(_name(cfg), v, compiles,
+                       *(_cell(get[v][m]) for m in MEASURES)))
+    for other in ("unpatched", "workaround") if repeats >= 3 else ():
       print(f"{'':34s} patched/{other}: " + "; ".join(
           f"{m} {_ratio(get['patched'][m], get[other][m])}" for m in MEASURES))
   if any(c["compiles"] != 1 for run in samples["patched"] for c in run):
