@@ -70,8 +70,8 @@ def _ratio(ours, theirs):
 
 def main(argv):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="CI smoke test: "
-                      "1 repeat of --sizes 1000 --only 'zoom x32,zoom x64 float32'")
+  parser.add_argument("--quick", action="store_true", help="CI smoke test: 1 "
+                      "repeat, --sizes 1000 --only 'zoom x32,zoom x64 float32'")
   parser.add_argument("--sizes", default="10,1000,100000", help="problem sizes")
   parser.add_argument("--only", help="configurations whose name contains one "
                       "of these comma-separated strings, e.g. 'x64 float64'")
