@@ -77,6 +77,7 @@ def main(argv):
                       "of these comma-separated strings, e.g. 'x64 float64'")
   parser.add_argument("--optax-version", default="0.2.8")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
+  parser.error = lambda msg: parser.exit(2, f"bench.py: {msg}\n")
   args = parser.parse_args(argv)
   if args.worker:
     json.dump(_worker(args.worker == "workaround", json.load(sys.stdin)),
