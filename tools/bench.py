@@ -6,7 +6,6 @@ Exit 1 only if the patched step compiled more than once, never on timing.
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import pathlib
@@ -22,29 +21,23 @@ STARTUP, WARM, STEADY, SCAN = 5, 3, 20, 20
 ROW = "{:34s} {:10s} {:8s} {:22s} {:22s} {:22s}"  # config, variant, ...
 
 
-def _worker(cast_back, configs):
-  """One run of every configuration, in this process's optax."""
+def _worker(configs):
+  """Measures each configuration (lbfgs_steps.Config fields) once, in this
+  process's optax."""
   import jax  # pylint: disable=g-import-not-at-top
   import lbfgs_steps  # pylint: disable=g-import-not-at-top
 
   jax.block_until_ready(jax.jit(lambda x: x + 1)(1.0))  # backend start-up
   out = []
-  for ls, x64, dtype, size in configs:
-    cfg = lbfgs_steps.Config(
-        linesearch="default" if ls == "zoom" else "backtracking", x64=x64,
-        dtype=dtype, objective="quadratic", size=size, cast_back=cast_back,
-        steps=STARTUP + WARM + STEADY)
-    steps = lbfgs_steps.run(cfg)
-    scan = lbfgs_steps.run(dataclasses.replace(cfg, scan=True, steps=SCAN))
+  for fields in configs:
+    steps = lbfgs_steps.run(lbfgs_steps.Config(
+        **fields, steps=STARTUP + WARM + STEADY))
+    scan = lbfgs_steps.run(lbfgs_steps.Config(**fields, steps=SCAN, scan=True))
     out.append(dict(compiles=steps.compilations,
                     startup=sum(steps.seconds[:STARTUP]),
                     step=statistics.median(steps.seconds[STARTUP + WARM:]),
                     scan=scan.seconds[0]))
   return out
-
-
-def _name(cfg):
-  return f"{cfg[0]} {'x64' if cfg[1] else 'x32'} {cfg[2]} n={cfg[3]}"
 
 
 def _ms(seconds):
@@ -76,12 +69,11 @@ def main(argv):
   parser.add_argument("--only", help="configurations whose name contains one "
                       "of these comma-separated strings, e.g. 'x64 float64'")
   parser.add_argument("--optax-version", default="0.2.8")
-  parser.add_argument("--worker", help=argparse.SUPPRESS)
+  parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   parser.error = lambda msg: parser.exit(2, f"bench.py: {msg}\n")
   args = parser.parse_args(argv)
   if args.worker:
-    json.dump(_worker(args.worker == "workaround", json.load(sys.stdin)),
-              sys.stdout)
+    json.dump(_worker(json.load(sys.stdin)), sys.stdout)
     return 0
   import series  # pylint: disable=g-import-not-at-top
   repeats = 1 if args.quick else 5
@@ -92,13 +84,15 @@ def main(argv):
     folder = series.target(args.optax_version).folder
   except (ValueError, series.SeriesError) as e:
     parser.error(str(e))
-  # (linesearch, x64, dtype, size): lbfgs() (zoom) and backtracking
-  configs = [(ls, x64, dtype, n) for ls in ("zoom", "backtracking")
-             for x64, dtype in ((False, "float32"), (True, "float32"),
-                                (True, "float64")) for n in sizes]
-  if args.only:
-    configs = [c for c in configs
-               if any(o in _name(c) for o in args.only.split(","))]
+  configs = {  # name: lbfgs_steps.Config fields; zoom: lbfgs()'s own
+      f"{ls} {'x64' if x64 else 'x32'} {dtype} n={n}": dict(
+          linesearch="default" if ls == "zoom" else ls, x64=x64, dtype=dtype,
+          objective="quadratic", size=n)
+      for ls in ("zoom", "backtracking") for x64, dtype in (
+          (False, "float32"), (True, "float32"), (True, "float64"))
+      for n in sizes}
+  configs = {name: c for name, c in configs.items() if not args.only
+             or any(o in name for o in args.only.split(","))}
   if not configs:
     parser.error(f"no configuration matches --only {args.only}")
   env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -112,8 +106,9 @@ def main(argv):
       for v in VARIANTS:
         print(f"repeat {r + 1}/{repeats}: {v}", file=sys.stderr, flush=True)
         proc = subprocess.run(
-            [sys.executable, __file__, "--worker", v], check=True, text=True,
-            input=json.dumps(configs), capture_output=True,
+            [sys.executable, __file__, "--worker"], check=True, text=True,
+            input=json.dumps([dict(c, cast_back=v == "workaround")
+                              for c in configs.values()]), capture_output=True,
             env=dict(env, PYTHONPATH=str(patched if v == "patched"
                                          else pristine)))
         samples[v].append(json.loads(proc.stdout))
@@ -125,12 +120,12 @@ def main(argv):
         f"interleaved{'' if repeats >= 3 else ', no ratios (fewer than 3)'}\n"
         "times in ms: min/median (spread = (max-min)/median)\n")
   print(ROW.format("config", "variant", "compiles", *MEASURES))
-  for i, cfg in enumerate(configs):
+  for i, name in enumerate(configs):
     get = {v: {m: [run[i][m] for run in samples[v]]
                for m in ("compiles",) + MEASURES} for v in VARIANTS}
     for v in VARIANTS:
       compiles = "/".join(map(str, sorted(set(get[v]["compiles"]))))
-      print(ROW.format(_name(cfg), v, compiles,
+      print(ROW.format(name, v, compiles,
                        *(_cell(get[v][m]) for m in MEASURES)))
     for other in ("unpatched", "workaround") if repeats >= 3 else ():
       print(f"{'':34s} patched/{other}: " + "; ".join(
