@@ -114,7 +114,7 @@ def _run(cfg):
     (params, state), ys = jax.lax.scan(body, (params, state), length=cfg.steps)
     return params, state, ys
 
-  state = initial = opt.init(params)
+  state = opt.init(params)
   before, seconds, ys = types(state), [], []
   jitted = jax.jit(scan if cfg.scan else step)
   for _ in range(1 if cfg.scan else cfg.steps):
@@ -124,16 +124,15 @@ def _run(cfg):
     ys.append(y if cfg.scan else (params, y))
   iterates, values = ys[0] if cfg.scan else map(jnp.stack, zip(*ys))
   after = types(state)
-  # lax.scan gives a weakly typed carry the dtype of its body's output and
-  # runs: compare the state from init with the state after the steps.
-  dtypes = [(jnp.asarray(a).dtype, jnp.asarray(b).dtype) for a, b in zip(
-      jax.tree.leaves(initial), jax.tree.leaves(state))]
+  changes = [(path, old, after.get(path)) for path, old in before.items()
+             if after.get(path) != old]
+  dtype = lambda t: t and t.split("[")[0]  # of "int32[]~weak": int32
   return Result(
       compilations=traces, params=np.asarray(iterates),
       values=np.asarray(values), seconds=seconds,
       state=[np.asarray(x) for x in jax.tree.leaves(state)],
-      type_changes=[f"{path}: {old} -> {after.get(path)}"
-                    for path, old in before.items() if after.get(path) != old],
-      dtype_changes=[f"{path}: {a} -> {b}" for path, (a, b) in zip(
-          before, dtypes) if a != b])
+      type_changes=[f"{path}: {old} -> {new}" for path, old, new in changes],
+      # lax.scan runs with a weak type that changes, not with a dtype (#1210)
+      dtype_changes=[f"{path}: {dtype(old)} -> {dtype(new)}"
+                     for path, old, new in changes if dtype(old) != dtype(new)])
 
