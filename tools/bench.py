@@ -105,10 +105,10 @@ def main(argv):
     for r in range(repeats):
       for v in VARIANTS:
         print(f"repeat {r + 1}/{repeats}: {v}", file=sys.stderr, flush=True)
+        runs = [dict(c, cast_back=v == "workaround") for c in configs.values()]
         proc = subprocess.run(
             [sys.executable, __file__, "--worker"], check=True, text=True,
-            input=json.dumps([dict(c, cast_back=v == "workaround")
-                              for c in configs.values()]), capture_output=True,
+            input=json.dumps(runs), capture_output=True,
             env=dict(env, PYTHONPATH=str(patched if v == "patched"
                                          else pristine)))
         samples[v].append(json.loads(proc.stdout))
