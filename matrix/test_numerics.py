@@ -2,10 +2,10 @@
 
 For the optax release $OPTAX_VERSION (default: the installed optax's
 version), builds a pristine and a patched overlay from the release's PyPI
-wheel (tools/series.py) and runs the same jitted steps under each, in a
-subprocess with PYTHONPATH=<overlay> (tools/lbfgs_steps.py): L-BFGS with
-its default zoom linesearch, with backtracking (store_grad off and on), and
-sgd followed by the zoom linesearch alone, each under x32/float32,
+wheel (tools/series.py) and runs the same jitted steps under each
+(tools/lbfgs_steps.py; this file run with PYTHONPATH=<overlay>:tools): L-BFGS
+with its default zoom linesearch, with backtracking (store_grad off and on),
+and sgd followed by the zoom linesearch alone, each under x32/float32,
 x64/float64 and x64/float32, on three problems (a Latin square: every
 optimizer meets every problem and every dtype, in 12 runs, not 36: each run
 is a compilation, and the release matrix runs this test once per release).
@@ -16,7 +16,6 @@ this test for every release with each jax of the support matrix.
 """
 
 import importlib.metadata
-import json
 import os
 import pathlib
 import subprocess
@@ -25,7 +24,8 @@ import sys
 import numpy as np
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+HERE = pathlib.Path(__file__).resolve()
+REPO = HERE.parents[1]
 import series  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 VERSION = os.environ.get("OPTAX_VERSION") or importlib.metadata.version("optax")
@@ -49,20 +49,36 @@ CONFIGS = {
 }
 
 
+def _harness(out):
+  """Runs CONFIGS in this process's optax; OUT.npz gets, per config NAME,
+  NAME/params, NAME/values, NAME/compilations, NAME/state<i> (one per state
+  leaf), or NAME/error if the run raised (an unpatched optax's bug)."""
+  import lbfgs_steps  # pylint: disable=g-import-not-at-top
+  arrays = {}
+  for name, fields in CONFIGS.items():
+    try:
+      result = lbfgs_steps.run(lbfgs_steps.Config(**fields))
+    except Exception as e:  # pylint: disable=broad-except
+      arrays[f"{name}/error"] = np.asarray(f"{type(e).__name__}: {e}"[:300])
+      continue
+    arrays.update({f"{name}/params": result.params,
+                   f"{name}/values": result.values,
+                   f"{name}/compilations": np.asarray(result.compilations)})
+    arrays.update({f"{name}/state{i}": x for i, x in enumerate(result.state)})
+  np.savez(out, **arrays)
+
+
 def _run_both(tmp_path):
-  """The harness under a pristine and a patched overlay, concurrently."""
+  """_harness under a pristine and a patched overlay, concurrently."""
   procs = []
   for name, folder in (("pristine", None),
                        ("patched", series.target(VERSION).folder)):
     overlay = series.overlay(VERSION, tmp_path / name, folder)
-    env = dict(os.environ, PYTHONPATH=str(overlay), JAX_PLATFORMS="cpu")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(
+        [str(overlay), str(REPO / "tools")]))
     out = tmp_path / f"{name}.npz"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tools" / "lbfgs_steps.py"), str(out)],
-        stdin=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
-    proc.stdin.write(json.dumps(CONFIGS))
-    proc.stdin.close()
-    procs.append((proc, out))
+    procs.append((subprocess.Popen([sys.executable, str(HERE), str(out)],
+                                   env=env, cwd=tmp_path), out))
   assert [proc.wait() for proc, _ in procs] == [0, 0]
   return [dict(np.load(out)) for _, out in procs]
 
@@ -97,3 +113,7 @@ def test_patched_iterates_and_state_are_bit_identical(tmp_path):
     params = pristine[f"{config}/params"]
     assert params.shape[0] == STEPS and not np.array_equal(params[0],
                                                             params[-1]), config
+
+
+if __name__ == "__main__":  # the subprocess of _run_both
+  _harness(sys.argv[1])

@@ -1,4 +1,4 @@
-"""The command lines of tools/series.py and tools/state_types.py.
+"""The command lines of tools/series.py, state_types.py and bench.py.
 
 --help prints the usage and exits 0; an unknown command, option or value
 exits 2 with one line on stderr and nothing on stdout.
@@ -20,7 +20,8 @@ def _run(tool, *args):
 
 
 @pytest.mark.parametrize("tool, flag", [
-    ("series.py", "--help"), ("series.py", "-h"), ("state_types.py", "--help")])
+    ("series.py", "--help"), ("series.py", "-h"), ("state_types.py", "--help"),
+    ("bench.py", "--help")])
 def test_help_exits_0(tool, flag):
   proc = _run(tool, flag)
   assert proc.returncode == 0, proc.stderr
@@ -37,6 +38,10 @@ def test_help_exits_0(tool, flag):
     ("state_types.py", ["--bogus"]),
     ("state_types.py", ["--config", "plain,unknown"]),
     ("state_types.py", ["--only", "no_such_optimizer", "--config", "plain"]),
+    ("bench.py", ["--bogus"]),
+    ("bench.py", ["--sizes", "10,x"]),
+    ("bench.py", ["--optax-version", "9.9.9"]),
+    ("bench.py", ["--only", "no_such_configuration"]),
 ])
 def test_bad_usage_exits_2_with_one_line(tool, args):
   proc = _run(tool, *args)

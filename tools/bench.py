@@ -3,12 +3,9 @@
 Variants unpatched, patched and workaround (unpatched + Config.cast_back),
 interleaved, each run in a fresh process (docs/benchmark.md: the design).
 Exit 1 only if the patched step compiled more than once, never on timing.
-
-usage: bench.py [--quick] [--sizes N,N...] [--only S,S...] [--optax-version V]
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import pathlib
@@ -21,40 +18,26 @@ import tempfile
 VARIANTS = ("unpatched", "patched", "workaround")
 MEASURES = ("startup", "step", "scan")
 STARTUP, WARM, STEADY, SCAN = 5, 3, 20, 20
+ROW = "{:34s} {:10s} {:8s} {:22s} {:22s} {:22s}"  # config, variant, ...
 
 
-def _worker(cast_back, configs):
-  """One run of every configuration, in this process's optax."""
+def _worker(configs):
+  """Measures each configuration (lbfgs_steps.Config fields) once, in this
+  process's optax."""
   import jax  # pylint: disable=g-import-not-at-top
   import lbfgs_steps  # pylint: disable=g-import-not-at-top
 
   jax.block_until_ready(jax.jit(lambda x: x + 1)(1.0))  # backend start-up
   out = []
-  for ls, x64, dtype, size in configs:
-    cfg = lbfgs_steps.Config(
-        linesearch="default" if ls == "zoom" else "backtracking", x64=x64,
-        dtype=dtype, objective="quadratic", size=size, cast_back=cast_back,
-        steps=STARTUP + WARM + STEADY)
-    steps = lbfgs_steps.run(cfg)
-    scan = lbfgs_steps.run(dataclasses.replace(cfg, scan=True, steps=SCAN))
+  for fields in configs:
+    steps = lbfgs_steps.run(lbfgs_steps.Config(
+        **fields, steps=STARTUP + WARM + STEADY))
+    scan = lbfgs_steps.run(lbfgs_steps.Config(**fields, steps=SCAN, scan=True))
     out.append(dict(compiles=steps.compilations,
                     startup=sum(steps.seconds[:STARTUP]),
                     step=statistics.median(steps.seconds[STARTUP + WARM:]),
                     scan=scan.seconds[0]))
   return out
-
-
-def _name(cfg):
-  return f"{cfg[0]} {'x64' if cfg[1] else 'x32'} {cfg[2]} n={cfg[3]}"
-
-
-def _cpu():
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      return next(l.split(":", 1)[1].strip() for l in f
-                  if l.startswith("model name"))
-  except (OSError, StopIteration):
-    return "unknown CPU"
 
 
 def _ms(seconds):
@@ -72,8 +55,6 @@ def _cell(samples):
 def _ratio(ours, theirs):
   """Paired ratios over the repeats, as a claim or as no claim."""
   ratios = [a / b for a, b in zip(ours, theirs)]
-  if len(ratios) < 3:
-    return "not compared (fewer than 3 repeats)"
   if min(ratios) <= 1.0 <= max(ratios):
     return "no difference measurable"
   return (f"{statistics.median(ratios):.2f} "
@@ -82,33 +63,36 @@ def _ratio(ours, theirs):
 
 def main(argv):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true",
-                      help="CI smoke test: lbfgs(), n=1000, x64 off and on")
+  parser.add_argument("--quick", action="store_true", help="CI smoke test: 1 "
+                      "repeat, --sizes 1000 --only 'zoom x32,zoom x64 float32'")
   parser.add_argument("--sizes", default="10,1000,100000", help="problem sizes")
   parser.add_argument("--only", help="configurations whose name contains one "
                       "of these comma-separated strings, e.g. 'x64 float64'")
   parser.add_argument("--optax-version", default="0.2.8")
-  parser.add_argument("--worker", help=argparse.SUPPRESS)
+  parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+  parser.error = lambda msg: parser.exit(2, f"bench.py: {msg}\n")
   args = parser.parse_args(argv)
   if args.worker:
-    json.dump(_worker(args.worker == "workaround", json.load(sys.stdin)),
-              sys.stdout)
+    json.dump(_worker(json.load(sys.stdin)), sys.stdout)
     return 0
   import series  # pylint: disable=g-import-not-at-top
+  repeats = 1 if args.quick else 5
+  if args.quick:
+    args.sizes, args.only = "1000", "zoom x32,zoom x64 float32"
   try:
     sizes = [int(s) for s in args.sizes.split(",")]
     folder = series.target(args.optax_version).folder
   except (ValueError, series.SeriesError) as e:
     parser.error(str(e))
-  repeats = 1 if args.quick else 5
-  # (linesearch, x64, dtype, size): lbfgs() (zoom) and backtracking
-  configs = [("zoom", x64, "float32", 1000) for x64 in (False, True)]
-  if not args.quick:
-    configs = [(ls, x64, dtype, n) for ls in ("zoom", "backtracking")
-               for x64, dtype in ((False, "float32"), (True, "float32"),
-                                  (True, "float64")) for n in sizes]
-  configs = [c for c in configs if not args.only or any(
-      o in _name(c) for o in args.only.split(","))]
+  configs = {  # name: lbfgs_steps.Config fields; zoom: lbfgs()'s own
+      f"{ls} {'x64' if x64 else 'x32'} {dtype} n={n}": dict(
+          linesearch="default" if ls == "zoom" else ls, x64=x64, dtype=dtype,
+          objective="quadratic", size=n)
+      for ls in ("zoom", "backtracking") for x64, dtype in (
+          (False, "float32"), (True, "float32"), (True, "float64"))
+      for n in sizes}
+  configs = {name: c for name, c in configs.items() if not args.only
+             or any(o in name for o in args.only.split(","))}
   if not configs:
     parser.error(f"no configuration matches --only {args.only}")
   env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -121,28 +105,29 @@ def main(argv):
     for r in range(repeats):
       for v in VARIANTS:
         print(f"repeat {r + 1}/{repeats}: {v}", file=sys.stderr, flush=True)
+        runs = [dict(c, cast_back=v == "workaround") for c in configs.values()]
         proc = subprocess.run(
-            [sys.executable, __file__, "--worker", v], check=True, text=True,
-            input=json.dumps(configs), capture_output=True,
+            [sys.executable, __file__, "--worker"], check=True, text=True,
+            input=json.dumps(runs), capture_output=True,
             env=dict(env, PYTHONPATH=str(patched if v == "patched"
                                          else pristine)))
         samples[v].append(json.loads(proc.stdout))
   import jax  # pylint: disable=g-import-not-at-top
-  print(f"machine: {_cpu()}, {os.cpu_count()} cores, Python "
+  print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; 1-min load average {load:.1f} at start, "
         f"{os.getloadavg()[0]:.1f} at end\njax {jax.__version__}, optax "
         f"{args.optax_version} (patches/{folder}), {repeats} repeats, "
-        "interleaved\ntimes in ms: min/median (spread = (max-min)/median)\n")
-  print(f"{'config':34s} {'variant':10s} {'compiles':8s} "
-        + " ".join(f"{m:22s}" for m in MEASURES))
-  for i, cfg in enumerate(configs):
+        f"interleaved{'' if repeats >= 3 else ', no ratios (fewer than 3)'}\n"
+        "times in ms: min/median (spread = (max-min)/median)\n")
+  print(ROW.format("config", "variant", "compiles", *MEASURES))
+  for i, name in enumerate(configs):
     get = {v: {m: [run[i][m] for run in samples[v]]
                for m in ("compiles",) + MEASURES} for v in VARIANTS}
     for v in VARIANTS:
       compiles = "/".join(map(str, sorted(set(get[v]["compiles"]))))
-      print(f"{_name(cfg):34s} {v:10s} {compiles:8s} "
-            + " ".join(f"{_cell(get[v][m]):22s}" for m in MEASURES))
-    for other in ("unpatched", "workaround"):
+      print(ROW.format(name, v, compiles,
+                       *(_cell(get[v][m]) for m in MEASURES)))
+    for other in ("unpatched", "workaround") if repeats >= 3 else ():
       print(f"{'':34s} patched/{other}: " + "; ".join(
           f"{m} {_ratio(get['patched'][m], get[other][m])}" for m in MEASURES))
   if any(c["compiles"] != 1 for run in samples["patched"] for c in run):

@@ -1,18 +1,12 @@
 """Sweep: does `update` return an optimizer state of the types of its input?
 
-For every public optimizer of the installed optax (functions of optax and
-optax.contrib that build a GradientTransformation from default arguments and
-learning_rate=0.1), parameter dtype, x64 off/on and configuration, compares
-the leaves (shape, dtype, weak_type) of the states of `init` and of one
-`update`, both from jax.eval_shape (nothing is compiled; it needs a jax whose
-results carry weak_type: not 0.4.27).
-
-  python tools/state_types.py [--strict] [--only NAME[,NAME]] [--config C[,C]]
-
-Prints a summary and the unstable (optimizer, configuration, leaf, before ->
-after); exits 0, or 1 with --strict if any. Public API only: optax >= 0.2.3.
+Every public optimizer of the installed optax (>= 0.2.3), per configuration,
+parameter dtype and x64 off/on: the leaves (shape, dtype, weak_type) of the
+states of `init` and of one `update`, from jax.eval_shape (a jax that gives
+weak types: not 0.4.27). docs/state_types.md: configurations and findings.
 """
 import argparse
+import contextlib
 import inspect
 import itertools
 import sys
@@ -30,26 +24,21 @@ _MASK = {'w': True, 'b': False}
 
 
 def _builders():
-  """Yields (name, factory, kwargs) for each public optimizer."""
+  """(name, factory, kwargs) of each public optimizer: the functions of optax
+  and optax.contrib that build a GradientTransformation from kwargs."""
   for mod in (optax, optax.contrib):
-    for name in sorted(dir(mod)):
-      fn = getattr(mod, name)
-      if name.startswith('_') or not inspect.isfunction(fn):
-        continue
-      try:  # skips those that cannot be built from these arguments
+    for name, fn in inspect.getmembers(mod, inspect.isfunction):
+      with contextlib.suppress(Exception):  # those kwargs cannot build
         sig = inspect.signature(fn).parameters
         kwargs = {'learning_rate': 0.1} if 'learning_rate' in sig else {}
-        tx = fn(**kwargs)
-      except Exception:  # pylint: disable=broad-except
-        continue
-      if isinstance(tx, optax.GradientTransformation):
-        yield mod.__name__.replace('optax.', '') + '.' + name, fn, kwargs
+        if not name.startswith('_') and isinstance(
+            fn(**kwargs), optax.GradientTransformation):
+          yield mod.__name__.replace('optax.', '') + '.' + name, fn, kwargs
 
 
-CONFIGS = tuple('plain value_dtype schedule inject inject_schedule multisteps '
-                'masked chain_masked int_mix complex_mix apply_if_finite '
-                'flatten multi_transform conditionally_mask'.split())
-_WRAP = {  # configuration -> wrapper of the optimizer (by default, none)
+CONFIGS = {  # configuration -> wrapper of the optimizer; check() does the rest
+    'plain': None, 'value_dtype': None, 'schedule': None, 'inject': None,
+    'inject_schedule': None,
     'multisteps': lambda tx: optax.MultiSteps(
         tx, every_k_schedule=2).gradient_transformation(),
     'masked': lambda tx: optax.masked(tx, _MASK),
@@ -57,6 +46,7 @@ _WRAP = {  # configuration -> wrapper of the optimizer (by default, none)
         optax.clip_by_global_norm(1.0),
         optax.add_decayed_weights(1e-4, mask=_MASK), tx),
     'int_mix': lambda tx: optax.masked(tx, {'w': True, 'b': True, 'n': False}),
+    'complex_mix': None,
     'apply_if_finite': lambda tx: optax.apply_if_finite(tx, 3),
     'flatten': optax.flatten,
     'multi_transform': lambda tx: optax.multi_transform(
@@ -67,7 +57,12 @@ _WRAP = {  # configuration -> wrapper of the optimizer (by default, none)
 
 
 def check(name, fn, kw, config, dtype):
-  """Returns [(leaf, before, after)] of differing leaves, or raises."""
+  """[(leaf, before, after)] of the leaves whose types differ; None if the
+  case does not apply (it is not counted); raises if it cannot run."""
+  if (dtype == 'float64' and not jax.config.read('jax_enable_x64')
+      or config == 'complex_mix' and dtype == 'complex64'
+      or config.endswith('schedule') and 'learning_rate' not in kw):
+    return None
   dtype = jnp.dtype(dtype)
   real = jnp.finfo(dtype).dtype
   spec = lambda shape, dt=dtype: jax.ShapeDtypeStruct(shape, jnp.dtype(dt))
@@ -81,10 +76,12 @@ def check(name, fn, kw, config, dtype):
   if config.endswith('schedule'):  # schedule, inject_schedule
     kw = dict(kw, learning_rate=optax.linear_schedule(0.1, 0.01, 100))
   build = optax.inject_hyperparams(fn) if config.startswith('inject') else fn
-  tx = _WRAP.get(config, lambda tx: tx)(build(**kw))
+  tx = build(**kw)
+  if CONFIGS[config]:
+    tx = CONFIGS[config](tx)
   extra_args = isinstance(tx, optax.GradientTransformationExtraArgs)
   if config == 'value_dtype' and not extra_args:
-    raise NotImplementedError('takes no value')  # same as plain
+    return None  # takes no value: the same case as plain
 
   def value_fn(p):
     return sum(jnp.sum(jnp.abs(x) ** 2).astype(real)
@@ -101,9 +98,8 @@ def check(name, fn, kw, config, dtype):
   before = jax.eval_shape(tx.init, params)
   b = lbfgs_steps.types(before)
   a = lbfgs_steps.types(jax.eval_shape(step, params, before, value))
-  if b.keys() != a.keys():
-    return [('<structure>', ' '.join(sorted(b)), ' '.join(sorted(a)))]
-  return [(k, b[k], a[k]) for k in b if b[k] != a[k]]
+  return [(k, b.get(k), a.get(k)) for k in dict.fromkeys([*b, *a])
+          if b.get(k) != a.get(k)]  # None: no such leaf
 
 
 def main(argv=None):
@@ -119,36 +115,31 @@ def main(argv=None):
   args = parser.parse_args(argv)
   if not hasattr(jax.eval_shape(lambda: 0.0), 'weak_type'):
     parser.error(f'jax {jax.__version__}: jax.eval_shape gives no weak types')
-  only = set(args.only.split(',')) if args.only else None
-  configs = args.config.split(',') if args.config else CONFIGS
-  unknown = set(configs) - set(CONFIGS)
-  if unknown:
-    parser.error(f'unknown --config {",".join(sorted(unknown))}')
   warnings.simplefilter('ignore')
-  start, rows, errors, checked = time.time(), [], [], 0
-  names = lambda b: {b[0], b[0].split('.')[-1]}  # contrib.x or x
   builders = list(_builders())
-  unknown = (only or set()) - set().union(*map(names, builders))
-  if unknown:
-    parser.error(f'unknown --only {",".join(sorted(unknown))}')
+  names = lambda b: {b[0], b[0].split('.')[-1]}  # optax.x or contrib.x, or x
+  only = set(args.only.split(',')) if args.only else set()
+  configs = args.config.split(',') if args.config else CONFIGS
+  known = set().union(*map(names, builders))
+  for flag, unknown in (('--only', only - known),
+                        ('--config', set(configs) - set(CONFIGS))):
+    if unknown:
+      parser.error(f'unknown {flag} {",".join(sorted(unknown))}')
   builders = [b for b in builders if not only or names(b) & only]
+  start, rows, errors, checked = time.time(), [], [], 0
   for x64 in (False, True):
     jax.config.update('jax_enable_x64', x64)
     for config, (name, fn, kw), dtype in itertools.product(
         configs, builders, DTYPES):
-      if (config.endswith('schedule') and 'learning_rate' not in kw
-          or dtype == 'float64' and not x64
-          or config == 'complex_mix' and dtype == 'complex64'):
-        continue  # cases that do not apply are not counted
       label = f'{config} x64={"on" if x64 else "off"} {dtype}'
       try:
-        rows += [f'| {name} | {label} | `{leaf}` | {b} -> {a} |'
-                 for leaf, b, a in check(name, fn, kw, config, dtype)]
-        checked += 1
-      except NotImplementedError:
-        pass
+        changes = check(name, fn, kw, config, dtype)
       except Exception as e:  # pylint: disable=broad-except
         errors.append(f'cannot run: {name} {label}: {type(e).__name__}')
+        continue
+      checked += changes is not None
+      rows += [f'| {name} | {label} | `{leaf}` | {b} -> {a} |'
+               for leaf, b, a in changes or ()]
   jax.config.update('jax_enable_x64', False)
   print(f'# optax {optax.__version__}, jax {jax.__version__}: '
         f'{len(builders)} optimizers, {checked} cases checked, '
