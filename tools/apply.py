@@ -42,6 +42,7 @@ import pathlib
 import re
 import signal
 import sys
+import tempfile
 
 import checks
 import locate
@@ -88,15 +89,6 @@ def versions(folder, pins, kinds, data):
                     f"({got}; pinned sha256 {pin[:12]}): nothing changed")
     out[path] = {kinds[path]: data[path], other: new}
   return out
-
-
-def abandoned(pid):  # of a temporary's name: a run that is gone, or this one
-  try:
-    return pid.isdecimal() and (int(pid) == os.getpid() or os.kill(int(pid), 0))
-  except (ProcessLookupError, OverflowError):
-    return True
-  except PermissionError:  # alive: another user's
-    return False
 
 
 def hook(point):
@@ -152,14 +144,6 @@ def put_back(root, contents, paths, goal, where, code, reason, rerun):
                 f"is fixed, run: {rerun}")
 
 
-def regression(before, after):
-  """Why the checks AFTER are worse than BEFORE (verdicts()'s), or ""."""
-  if isinstance(before, set) and isinstance(after, set):
-    lost = sorted(before - after)
-    return f"{', '.join(lost)} passed before and failed after" if lost else ""
-  return f"after: {after}" if isinstance(after, str) and after != before else ""
-
-
 def verdicts(python, root, target, label):
   """The names of the checks that pass, or why there are none."""
   got, output = checks.run(python, *([f"--path={root}"] if target else []),
@@ -178,12 +162,33 @@ def verdicts(python, root, target, label):
   return why or {name for name, passed, _ in got["checks"] if passed}
 
 
+def judge(before, after, folder, done):
+  """Why the checks AFTER are worse than BEFORE (verdicts()'s), or "" once
+  it said what the user gets: DONE anyway if they could not run before, and
+  the behaviour changes of patches/FOLDER (for the user's code)."""
+  if isinstance(before, set) and isinstance(after, set) and before - after:
+    return f"{', '.join(sorted(before - after))} passed before and failed after"
+  if isinstance(after, str) and after != before:
+    return f"after: {after}"
+  if isinstance(before, str):
+    say(f"the checks could not run before: {done} anyway (every touched file "
+        "has its pinned sha256)")
+  for change in series.behaviour_changes(folder):
+    say(f"behaviour change: {change}")
+  return ""
+
+
+def unsupported(version):
+  releases = ", ".join(t.release for t in series.targets())
+  return Failure(3, f"optax {version} is not a supported release (supported: "
+                 f"{releases}); {GIT_AM}")
+
+
 def unknown(version, python, root, target):
   """exit 0 if an optax newer than the series has the fix, else 3."""
-  supported = [t.release for t in series.targets()]
-  if series.version_key(version) <= max(map(series.version_key, supported)):
-    raise Failure(3, f"optax {version} is not a supported release (supported:"
-                  f" {', '.join(supported)}); {GIT_AM}")
+  key = series.version_key
+  if key(version) <= max(key(t.release) for t in series.targets()):
+    raise unsupported(version)
   passed = verdicts(python, root, target, "checks")
   failing = [n for n in checks.MAIN if n not in passed]
   if isinstance(passed, str) or failing:
@@ -194,6 +199,35 @@ def unknown(version, python, root, target):
   return 0
 
 
+def build(python, release, out_dir):
+  """--wheel: the files of RELEASE (default: PYTHON's optax's), patched and
+  judged as apply judges them, as a wheel in OUT_DIR."""
+  found = locate.probe(python)["optax"]
+  if not release and not found:
+    raise Failure(2, f"no optax in the environment of {python}: use "
+                  "--release X")
+  release = release or found[0].replace(wheel.LOCAL, "")
+  if release not in [t.release for t in series.targets()]:
+    raise unsupported(release)
+  folder, pins = series.target(release).folder, series.manifest(release)
+  files = wheel.release_files(found, release, pins)
+  contents = versions(folder, pins, dict.fromkeys(pins, "released"), files)
+  patched = wheel.patched(files, {p: contents[p]["patched"] for p in pins},
+                          release)
+  with tempfile.TemporaryDirectory() as tmp:
+    got = []
+    for label, tree in (("before", files), ("after", patched)):
+      for name, data in tree.items():
+        file = pathlib.Path(tmp, label, name)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(data)
+      got.append(verdicts(python, pathlib.Path(tmp, label), True, label))
+  reason = judge(*got, folder, "written")
+  if reason:
+    raise Failure(1, f"{reason}: no wheel written")
+  return wheel.write(patched, release, out_dir, python)
+
+
 def run(args):
   if args.mode == "list":
     for t in series.targets():
@@ -202,7 +236,7 @@ def run(args):
     return 0
   python = interpreter(args)
   if args.mode == "wheel":
-    return wheel.build(sys.modules[__name__], python, args.release, args.wheel)
+    return build(python, args.release, args.wheel)
   found = environment(python, args.target)
   version, root = found[0].replace(wheel.LOCAL, ""), found[1]
   built = (root / f"optax-{version}{wheel.LOCAL}.dist-info").is_dir()
@@ -221,8 +255,8 @@ def run(args):
                             f"optax==={version}"))
   fix = (f"restore optax {version}'s file in {root}" if args.target else
          release if not built else locate.install(
-             python, f"--force-reinstall --no-deps DIR/optax-{version}"
-             f"{wheel.LOCAL}-py3-none-any.whl") + " (--wheel DIR makes it)")
+             python, "--force-reinstall --no-deps DIR/"
+             + wheel.file_name(version)) + " (--wheel DIR makes it)")
   if built and args.mode == "revert":
     raise Failure(2, f"optax {version}{wheel.LOCAL} is installed from a "
                   f"patched wheel: to get the release, run: {release}")
@@ -243,9 +277,7 @@ def run(args):
         "interrupted run): apply or --revert completes it"))
     return code
   contents = versions(folder, pins, kinds, data)
-  leftovers = [t for p in pins for t in (root / p).parent.glob(TMP.format(
-      pathlib.Path(p).name, "*")) if t.is_file() and not t.is_symlink()
-                and abandoned(t.name.split(".")[-2])]  # regular files: ours
+  leftovers = [t for p in pins for t in locate.leftovers(root / p, TMP)]
   if not todo and not leftovers:
     say(f"already {'applied' if goal == 'patched' else 'as released'}: "
         "nothing changed")
@@ -294,14 +326,9 @@ def run(args):
   if changed:
     raise Failure(4, f"{', '.join(changed)} changed while the checks ran "
                   "(another run?): see --check")
-  reason = regression(before, after)
+  reason = judge(before, after, folder, "applied")
   if reason:
     put_back(root, contents, order[::-1], "released", where, 1, reason, rerun)
-  if isinstance(before, str):
-    say("the checks could not run before: applied anyway (every file has "
-        "its pinned sha256)")
-  for change in series.behaviour_changes(folder):  # for the user's code
-    say(f"behaviour change: {change}")
   say(f"applied patches/{folder} to optax {version} (undo: --revert)")
   return 0
 

@@ -149,6 +149,22 @@ def user_pycache(python, root, target):
   return prefix, {str(root)}
 
 
+def leftovers(file, tmp):
+  """The temporaries of FILE (TMP.format(its name, PID)) of a run that is
+  gone or this one: regular files, so ours."""
+  return [t for t in file.parent.glob(tmp.format(file.name, "*")) if
+          t.is_file() and not t.is_symlink() and _gone(t.name.split(".")[-2])]
+
+
+def _gone(pid):
+  try:
+    return pid.isdecimal() and (int(pid) == os.getpid() or os.kill(int(pid), 0))
+  except (ProcessLookupError, OverflowError):
+    return True
+  except PermissionError:  # alive: another user's
+    return False
+
+
 def bytecode(root, path, where):
   """PATH's .pyc files, any Python and optimization: in __pycache__ beside it
   and in WHERE's sys.pycache_prefix tree, under each spelling of ROOT."""
