@@ -7,9 +7,8 @@ usage: tools/apply.sh [--python PATH] [--target DIR]
 optax, this repository's .venv (made with the newest optax of targets.tsv);
 --target: the optax source tree DIR/optax. Writes only the touched files
 (owner, group, mode kept) via .NAME.PID.typestable-tmp beside them; no state.
---wheel: writes DIR/optax-X+typestable-py3-none-any.whl, X the --release or
-PYTHON's optax, verified by the checks, the same bytes on every run; it is
-installed like any wheel, and --check knows it (README: Deploy).
+--wheel: writes DIR/optax-X+typestable-py3-none-any.whl (X: --release, else
+PYTHON's optax), checked, the same bytes on every run (README: Deploy).
 
 exit codes (nothing is changed on 2-6; --dry-run: apply's):
    0  done or nothing to do; --check: applied; a newer optax has the fix
@@ -46,8 +45,7 @@ import tempfile
 
 import checks
 import locate
-from locate import bytecode, environment, interpreter, user_pycache
-from locate import Failure, say
+from locate import Failure, bytecode, say
 import series
 import wheel
 
@@ -148,11 +146,10 @@ def verdicts(python, root, target, label):
   """The names of the checks that pass, or why there are none."""
   got, output = checks.run(python, *([f"--path={root}"] if target else []),
                            env=dict(os.environ, JAX_PLATFORMS="cpu"))
-  output = [l.strip() for l in output.splitlines() if l.strip()] or [
-      "no output"]
+  last = (output.strip().splitlines() or ["no output"])[-1].strip()
   imported = got and got["optax"] and os.path.dirname(got["optax"][1])
   why = got and got["error"] or (not imported and "the checks could not "
-                                 f"run: {output[-1]}")
+                                 f"run: {last}")
   if not why and os.path.realpath(imported) != os.path.realpath(root / "optax"):
     why = f"the checks imported optax from {imported}, not {root / 'optax'}"
     if label != "after":
@@ -234,13 +231,13 @@ def run(args):
       say(f"optax {t.release}: patches/{t.folder}"
           + (f" (with jax {t.jax_pin})" if t.jax_pin else ""))
     return 0
-  python = interpreter(args)
+  python = locate.interpreter(args)
   if args.mode == "wheel":
     return build(python, args.release, args.wheel)
-  found = environment(python, args.target)
+  found = locate.environment(python, args.target)
   version, root = found[0].replace(wheel.LOCAL, ""), found[1]
   built = (root / f"optax-{version}{wheel.LOCAL}.dist-info").is_dir()
-  where = user_pycache(python, root, args.target)
+  where = locate.user_pycache(python, root, args.target)
   folder = {t.release: t.folder for t in series.targets()}.get(version)
   say(f"{python}: optax {version}{wheel.LOCAL * built} in {root / 'optax'}"
       + (f", series patches/{folder}" if folder else ""))
@@ -311,7 +308,7 @@ def run(args):
   checked = bool(todo) and goal == "patched"
   hook("checks-before")
   before = verdicts(python, root, args.target, "before") if checked else None
-  if environment(python, args.target) != found:
+  if locate.environment(python, args.target) != found:
     raise Failure(4, f"optax in {root} changed while this ran: nothing changed")
   done, failure = write(root, contents, todo, goal, where)
   if failure:
@@ -343,9 +340,8 @@ class Parser(argparse.ArgumentParser):
 
 def main(argv):
   parser = Parser(prog="tools/apply.sh")
-  parser.add_argument("--python")
-  parser.add_argument("--target")
-  parser.add_argument("--release")
+  for option in ("--python", "--target", "--release"):
+    parser.add_argument(option)
   mode = parser.add_mutually_exclusive_group()
   for m in ("check", "revert", "dry-run", "list"):
     mode.add_argument(f"--{m}", dest="mode", action="store_const", const=m,

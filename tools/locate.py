@@ -1,8 +1,8 @@
 """Locates the optax to patch, for apply.py and wheel.py: the interpreter
-(the order of apply.sh --help), its optax's version and folder (from its
-metadata), the command that installs into its environment (pip, else uv),
-and the bytecode Python keeps of a file. Errors are Failure(exit code, one
-line), which apply.py prints.
+(the order of apply.sh --help), what it says of its optax (PROBE: version and
+folder from its metadata), the command that installs into its environment
+(pip, else uv), the bytecode Python keeps of a file, the temporaries of
+killed runs. Errors are Failure(exit code, one line), which apply.py prints.
 """
 
 import contextlib
@@ -15,8 +15,6 @@ import subprocess
 import sys
 
 import series
-
-REPO = series.REPO
 
 
 class Failure(Exception):
@@ -37,7 +35,7 @@ def interpreter(args):
   if args.python is not None or prefix:  # a name on PATH, or a path
     python = args.python or os.path.join(prefix, "bin", "python")
     return os.path.abspath(shutil.which(python) or python)
-  path, venv = python3_with_optax(), REPO / ".venv" / "bin" / "python"
+  path, venv = python3_with_optax(), series.REPO / ".venv" / "bin" / "python"
   if path:
     return path
   if not venv.exists() and args.mode == "apply" and not args.target:

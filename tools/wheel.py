@@ -86,12 +86,11 @@ def patched(files, new, release):
   """The files of our wheel: FILES with NEW's, its METADATA and dist-info
   saying RELEASE+typestable."""
   info, ours = (f"optax-{release}{v}.dist-info/" for v in ("", LOCAL))
-  version = f"\nVersion: {release}\n"
-  if version not in files.get(info + "METADATA", b"").decode():
-    raise locate.Failure(4, f"{info}METADATA does not say Version: {release}")
-  files = dict(files, **new, **{info + "METADATA": files[
-      info + "METADATA"].decode().replace(version, f"\nVersion: {release}"
-                                          f"{LOCAL}\n").encode()})
+  line, meta = f"Version: {release}", files.get(info + "METADATA", b"")
+  if f"\n{line}\n" not in meta.decode():
+    raise locate.Failure(4, f"{info}METADATA does not say {line}")
+  files = dict(files, **new, **{info + "METADATA": meta.decode().replace(
+      f"\n{line}\n", f"\n{line}{LOCAL}\n").encode()})
   return {(ours + n[len(info):] if n.startswith(info) else n): data
           for n, data in files.items()}
 
