@@ -2,7 +2,7 @@
 
 tests/test_apply.py points apply.py at it through the test hook
 $OPTAX_TYPESTABLE_CHECKS (see apply.sh --help). Same command line and --json
-file as checks.py, whose --where and save() it uses. $STUB_CHECKS:
+file as checks.py, whose save() it uses. $STUB_CHECKS:
   ""             one check, "stub-runs", passes
   regress        also "stub-released": passes only on released 0.2.8 files
   broken         optax does not import (before and after)
@@ -35,8 +35,6 @@ def _patched(origin):
 
 
 def main(argv):
-  if "--where" in argv:
-    return checks.main(argv)
   parser = argparse.ArgumentParser()
   parser.add_argument("--json")
   parser.add_argument("--path", action="append", default=[])

@@ -7,9 +7,8 @@ usage: tools/apply.sh [--python PATH] [--target DIR]
 optax, this repository's .venv (made with the newest optax of targets.tsv);
 --target: the optax source tree DIR/optax. Writes only the touched files
 (owner, group, mode kept) via .NAME.PID.typestable-tmp beside them; no state.
---wheel: writes DIR/optax-X+typestable-py3-none-any.whl, X the --release or
-PYTHON's optax, verified by the checks, the same bytes on every run; it is
-installed like any wheel, and --check knows it (README: Deploy).
+--wheel: writes DIR/optax-X+typestable-py3-none-any.whl (X: --release, else
+PYTHON's optax), checked, the same bytes on every run (README: Deploy).
 
 exit codes (nothing is changed on 2-6; --dry-run: apply's):
    0  done or nothing to do; --check: applied; a newer optax has the fix
@@ -42,11 +41,11 @@ import pathlib
 import re
 import signal
 import sys
+import tempfile
 
 import checks
 import locate
-from locate import bytecode, environment, interpreter, user_pycache
-from locate import Failure, say
+from locate import Failure, bytecode, say
 import series
 import wheel
 
@@ -88,15 +87,6 @@ def versions(folder, pins, kinds, data):
                     f"({got}; pinned sha256 {pin[:12]}): nothing changed")
     out[path] = {kinds[path]: data[path], other: new}
   return out
-
-
-def abandoned(pid):  # of a temporary's name: a run that is gone, or this one
-  try:
-    return pid.isdecimal() and (int(pid) == os.getpid() or os.kill(int(pid), 0))
-  except (ProcessLookupError, OverflowError):
-    return True
-  except PermissionError:  # alive: another user's
-    return False
 
 
 def hook(point):
@@ -152,23 +142,14 @@ def put_back(root, contents, paths, goal, where, code, reason, rerun):
                 f"is fixed, run: {rerun}")
 
 
-def regression(before, after):
-  """Why the checks AFTER are worse than BEFORE (verdicts()'s), or ""."""
-  if isinstance(before, set) and isinstance(after, set):
-    lost = sorted(before - after)
-    return f"{', '.join(lost)} passed before and failed after" if lost else ""
-  return f"after: {after}" if isinstance(after, str) and after != before else ""
-
-
 def verdicts(python, root, target, label):
   """The names of the checks that pass, or why there are none."""
   got, output = checks.run(python, *([f"--path={root}"] if target else []),
                            env=dict(os.environ, JAX_PLATFORMS="cpu"))
-  output = [l.strip() for l in output.splitlines() if l.strip()] or [
-      "no output"]
+  last = (output.strip().splitlines() or ["no output"])[-1].strip()
   imported = got and got["optax"] and os.path.dirname(got["optax"][1])
   why = got and got["error"] or (not imported and "the checks could not "
-                                 f"run: {output[-1]}")
+                                 f"run: {last}")
   if not why and os.path.realpath(imported) != os.path.realpath(root / "optax"):
     why = f"the checks imported optax from {imported}, not {root / 'optax'}"
     if label != "after":
@@ -178,12 +159,33 @@ def verdicts(python, root, target, label):
   return why or {name for name, passed, _ in got["checks"] if passed}
 
 
+def judge(before, after, folder, done):
+  """Why the checks AFTER are worse than BEFORE (verdicts()'s), or "" once
+  it said what the user gets: DONE anyway if they could not run before, and
+  the behaviour changes of patches/FOLDER (for the user's code)."""
+  if isinstance(before, set) and isinstance(after, set) and before - after:
+    return f"{', '.join(sorted(before - after))} passed before and failed after"
+  if isinstance(after, str) and after != before:
+    return f"after: {after}"
+  if isinstance(before, str):
+    say(f"the checks could not run before: {done} anyway (every touched file "
+        "has its pinned sha256)")
+  for change in series.behaviour_changes(folder):
+    say(f"behaviour change: {change}")
+  return ""
+
+
+def unsupported(version):
+  releases = ", ".join(t.release for t in series.targets())
+  return Failure(3, f"optax {version} is not a supported release (supported: "
+                 f"{releases}); {GIT_AM}")
+
+
 def unknown(version, python, root, target):
   """exit 0 if an optax newer than the series has the fix, else 3."""
-  supported = [t.release for t in series.targets()]
-  if series.version_key(version) <= max(map(series.version_key, supported)):
-    raise Failure(3, f"optax {version} is not a supported release (supported:"
-                  f" {', '.join(supported)}); {GIT_AM}")
+  key = series.version_key
+  if key(version) <= max(key(t.release) for t in series.targets()):
+    raise unsupported(version)
   passed = verdicts(python, root, target, "checks")
   failing = [n for n in checks.MAIN if n not in passed]
   if isinstance(passed, str) or failing:
@@ -194,19 +196,48 @@ def unknown(version, python, root, target):
   return 0
 
 
+def build(python, release, out_dir):
+  """--wheel: the files of RELEASE (default: PYTHON's optax's), patched and
+  judged as apply judges them, as a wheel in OUT_DIR."""
+  found = locate.probe(python)["optax"]
+  if not release and not found:
+    raise Failure(2, f"no optax in the environment of {python}: use "
+                  "--release X")
+  release = release or found[0].replace(wheel.LOCAL, "")
+  if release not in [t.release for t in series.targets()]:
+    raise unsupported(release)
+  folder, pins = series.target(release).folder, series.manifest(release)
+  files = wheel.release_files(found, release, pins)
+  contents = versions(folder, pins, dict.fromkeys(pins, "released"), files)
+  patched = wheel.patched(files, {p: contents[p]["patched"] for p in pins},
+                          release)
+  with tempfile.TemporaryDirectory() as tmp:
+    got = []
+    for label, tree in (("before", files), ("after", patched)):
+      for name, data in tree.items():
+        file = pathlib.Path(tmp, label, name)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(data)
+      got.append(verdicts(python, pathlib.Path(tmp, label), True, label))
+  reason = judge(*got, folder, "written")
+  if reason:
+    raise Failure(1, f"{reason}: no wheel written")
+  return wheel.write(patched, release, out_dir, python)
+
+
 def run(args):
   if args.mode == "list":
     for t in series.targets():
       say(f"optax {t.release}: patches/{t.folder}"
           + (f" (with jax {t.jax_pin})" if t.jax_pin else ""))
     return 0
-  python = interpreter(args)
+  python = locate.interpreter(args)
   if args.mode == "wheel":
-    return wheel.build(sys.modules[__name__], python, args.release, args.wheel)
-  found = environment(python, args.target)
+    return build(python, args.release, args.wheel)
+  found = locate.environment(python, args.target)
   version, root = found[0].replace(wheel.LOCAL, ""), found[1]
   built = (root / f"optax-{version}{wheel.LOCAL}.dist-info").is_dir()
-  where = user_pycache(python, root, args.target)
+  where = locate.user_pycache(python, root, args.target)
   folder = {t.release: t.folder for t in series.targets()}.get(version)
   say(f"{python}: optax {version}{wheel.LOCAL * built} in {root / 'optax'}"
       + (f", series patches/{folder}" if folder else ""))
@@ -221,8 +252,8 @@ def run(args):
                             f"optax==={version}"))
   fix = (f"restore optax {version}'s file in {root}" if args.target else
          release if not built else locate.install(
-             python, f"--force-reinstall --no-deps DIR/optax-{version}"
-             f"{wheel.LOCAL}-py3-none-any.whl") + " (--wheel DIR makes it)")
+             python, "--force-reinstall --no-deps DIR/"
+             + wheel.file_name(version)) + " (--wheel DIR makes it)")
   if built and args.mode == "revert":
     raise Failure(2, f"optax {version}{wheel.LOCAL} is installed from a "
                   f"patched wheel: to get the release, run: {release}")
@@ -243,9 +274,7 @@ def run(args):
         "interrupted run): apply or --revert completes it"))
     return code
   contents = versions(folder, pins, kinds, data)
-  leftovers = [t for p in pins for t in (root / p).parent.glob(TMP.format(
-      pathlib.Path(p).name, "*")) if t.is_file() and not t.is_symlink()
-                and abandoned(t.name.split(".")[-2])]  # regular files: ours
+  leftovers = [t for p in pins for t in locate.leftovers(root / p, TMP)]
   if not todo and not leftovers:
     say(f"already {'applied' if goal == 'patched' else 'as released'}: "
         "nothing changed")
@@ -279,7 +308,7 @@ def run(args):
   checked = bool(todo) and goal == "patched"
   hook("checks-before")
   before = verdicts(python, root, args.target, "before") if checked else None
-  if environment(python, args.target) != found:
+  if locate.environment(python, args.target) != found:
     raise Failure(4, f"optax in {root} changed while this ran: nothing changed")
   done, failure = write(root, contents, todo, goal, where)
   if failure:
@@ -294,14 +323,9 @@ def run(args):
   if changed:
     raise Failure(4, f"{', '.join(changed)} changed while the checks ran "
                   "(another run?): see --check")
-  reason = regression(before, after)
+  reason = judge(before, after, folder, "applied")
   if reason:
     put_back(root, contents, order[::-1], "released", where, 1, reason, rerun)
-  if isinstance(before, str):
-    say("the checks could not run before: applied anyway (every file has "
-        "its pinned sha256)")
-  for change in series.behaviour_changes(folder):  # for the user's code
-    say(f"behaviour change: {change}")
   say(f"applied patches/{folder} to optax {version} (undo: --revert)")
   return 0
 
@@ -316,9 +340,8 @@ class Parser(argparse.ArgumentParser):
 
 def main(argv):
   parser = Parser(prog="tools/apply.sh")
-  parser.add_argument("--python")
-  parser.add_argument("--target")
-  parser.add_argument("--release")
+  for option in ("--python", "--target", "--release"):
+    parser.add_argument(option)
   mode = parser.add_mutually_exclusive_group()
   for m in ("check", "revert", "dry-run", "list"):
     mode.add_argument(f"--{m}", dest="mode", action="store_const", const=m,

@@ -4,13 +4,12 @@ Prints `optax <version> from <path>`, then `PASS|FAIL  <check>  <detail>`
 per check. Exits 0 if all pass, 1 if some fail, 2 on bad usage, 3 after the
 line `optax does not import: <ExcType>: <message>`. --json FILE: the verdicts
 also go to FILE (run() reads it: no start-up output corrupts it); --path DIR:
-DIR first on sys.path; --where: only optax's version and file, from its
-metadata. It imports only the standard library, jax, optax and lbfgs_steps.py.
+DIR first on sys.path. It imports only the standard library, jax, optax and
+lbfgs_steps.py.
 """
 
 import argparse
 import contextlib
-import importlib.metadata
 import json
 import os
 import subprocess
@@ -84,18 +83,17 @@ def save(path, optax, error, verdicts):
       json.dump({"optax": optax, "error": error, "checks": verdicts}, f)
 
 
-def run(python, *args, env=None, timeout=None):
+def run(python, *args, env=None):
   """({'optax':, 'error':, 'checks':} as save() wrote, or None; what it
   printed) of this file run by PYTHON with ARGS; -E and an empty cwd: no
   PYTHONPATH, no ./optax shadows optax. Raises OSError if PYTHON does not
-  run, TimeoutExpired after TIMEOUT seconds."""
+  run."""
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, "verdicts.json")
     said = subprocess.run(
         [python, "-E", __file__, "--json", out, *args], cwd=tmp, env=env,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
-        stderr=subprocess.STDOUT, errors="replace", timeout=timeout,
-        check=False).stdout
+        stderr=subprocess.STDOUT, errors="replace", check=False).stdout
     with contextlib.suppress(OSError, ValueError):
       with open(out, encoding="utf-8") as f:
         return json.load(f), said
@@ -107,16 +105,8 @@ def main(argv):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--json", help="also write the verdicts to this file")
   parser.add_argument("--path", action="append", default=[])
-  parser.add_argument("--where", action="store_true",
-                      help="only where optax is installed: no import")
   args = parser.parse_args(argv)
   sys.path[:0] = args.path
-  if args.where:
-    d = next(iter(importlib.metadata.distributions(name="optax")), None)
-    found = d and [d.metadata.get("Version"),
-                   os.fspath(d.locate_file("optax/__init__.py"))]
-    save(args.json, found, None, [])
-    return 0
   try:
     import optax  # pylint: disable=g-import-not-at-top
     import lbfgs_steps  # pylint: disable=g-import-not-at-top

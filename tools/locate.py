@@ -1,8 +1,8 @@
 """Locates the optax to patch, for apply.py and wheel.py: the interpreter
-(the order of apply.sh --help), its optax's version and folder (from its
-metadata), the command that installs into its environment (pip, else uv),
-and the bytecode Python keeps of a file. Errors are Failure(exit code, one
-line), which apply.py prints.
+(the order of apply.sh --help), what it says of its optax (PROBE: version and
+folder from its metadata), the command that installs into its environment
+(pip, else uv), the bytecode Python keeps of a file, the temporaries of
+killed runs. Errors are Failure(exit code, one line), which apply.py prints.
 """
 
 import contextlib
@@ -14,10 +14,7 @@ import shutil
 import subprocess
 import sys
 
-import checks
 import series
-
-REPO = series.REPO
 
 
 class Failure(Exception):
@@ -38,7 +35,7 @@ def interpreter(args):
   if args.python is not None or prefix:  # a name on PATH, or a path
     python = args.python or os.path.join(prefix, "bin", "python")
     return os.path.abspath(shutil.which(python) or python)
-  path, venv = python3_with_optax(), REPO / ".venv" / "bin" / "python"
+  path, venv = python3_with_optax(), series.REPO / ".venv" / "bin" / "python"
   if path:
     return path
   if not venv.exists() and args.mode == "apply" and not args.target:
@@ -60,25 +57,12 @@ def python3_with_optax():
   path = shutil.which("python3")
   path = path and os.path.abspath(path)  # PATH may hold a relative folder
   with contextlib.suppress(Failure):
-    return path if path and installed(path) else None
-
-
-def installed(python):
-  """[version, its optax/__init__.py] of PYTHON's optax (from its metadata),
-  or None; Failure 2 if PYTHON does not run as a Python 3.8+."""
-  try:
-    got = checks.run(python, "--where", timeout=120)[0]
-  except (OSError, subprocess.SubprocessError) as e:  # or TimeoutExpired
-    why = getattr(e, "strerror", 0) or "no answer in 120 s"
-    raise Failure(2, f"cannot run {python}: {why}") from None
-  if not got:
-    raise Failure(2, f"not a Python 3.8+ interpreter: {python}")
-  return got["optax"]
+    return path if path and probe(path)["optax"] else None
 
 
 def environment(python, target):
   """(version, root holding optax/) of --target's tree or PYTHON's optax."""
-  found = installed(python)  # runs: the interpreter of the checks
+  found = probe(python)["optax"]  # runs: the interpreter of the checks
   if target:
     version = version_in(pathlib.Path(target, "optax", "__init__.py"))
     if not version:
@@ -114,23 +98,43 @@ def version_in(file, line=r"^__version__\s*=\s*['\"]([^'\"]+)['\"]"):
   return m and m.group(1)
 
 
-PROBE = ("import importlib.util as u, json, os, sys\n"
-         "if sys.path[:1] == ['']: del sys.path[0]  # no ./optax\n"
-         "sys.path[:0] = sys.argv[1:]  # --target's tree\n"
-         "s, p = u.find_spec('optax'), sys.pycache_prefix\n"
-         "print(json.dumps([s and s.origin, p and os.path.abspath(p)]))")
+# An interpreter's answers, as JSON on its last line; ARGV: a tree to put
+# first on sys.path (--target's). "optax" is from its metadata.
+PROBE = """import importlib.metadata as m, importlib.util as u, json, os, sys
+if sys.path[:1] == [""]: del sys.path[0]  # no ./optax
+sys.path[:0] = sys.argv[1:]
+d = next(iter(m.distributions(name="optax")), None)
+s, p = u.find_spec("optax"), sys.pycache_prefix
+print(json.dumps({
+    "optax": d and [d.metadata.get("Version"),
+                    os.fspath(d.locate_file("optax/__init__.py"))],
+    "origin": s and s.origin, "prefix": p and os.path.abspath(p),
+    "pip": u.find_spec("pip") is not None}))"""
+
+
+def probe(python, *args, isolated=True):
+  """PROBE's answer of PYTHON (ISOLATED: -E, no PYTHON* variable) run with
+  ARGS; Failure 2 if PYTHON is not a Python 3.8+ answering within 120 s."""
+  try:
+    said = subprocess.run(
+        [python, *(["-E"] if isolated else []), "-c", PROBE, *args],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        errors="replace", timeout=120, check=False).stdout
+  except (OSError, subprocess.SubprocessError) as e:  # or TimeoutExpired
+    why = getattr(e, "strerror", 0) or "no answer in 120 s"
+    raise Failure(2, f"cannot run {python}: {why}") from None
+  with contextlib.suppress(ValueError, TypeError, IndexError):
+    return dict(json.loads(said.splitlines()[-1]))  # (after any banner)
+  raise Failure(2, f"not a Python 3.8+ interpreter: {python}")
 
 
 def user_pycache(python, root, target):
   """(sys.pycache_prefix, spellings of ROOT) of PYTHON run with the caller's
   PYTHON* variables; exit 2 if PYTHONPATH makes it import another optax."""
   origin = prefix = None
-  with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError,
-                           TypeError, IndexError):
-    origin, prefix = json.loads(subprocess.run(
-        [python, "-c", PROBE, *([str(root)] if target else [])],
-        capture_output=True, text=True, timeout=120,
-        check=False).stdout.splitlines()[-1])
+  with contextlib.suppress(Failure):  # it ran with -E: no answer, no prefix
+    got = probe(python, *([str(root)] if target else []), isolated=False)
+    origin, prefix = got["origin"], got["prefix"]
   if origin and os.path.realpath(origin) == os.path.realpath(
       root / "optax" / "__init__.py"):
     return prefix, {str(root), os.path.dirname(os.path.dirname(origin))}
@@ -141,6 +145,22 @@ def user_pycache(python, root, target):
                   f": patch that one: --target {other}, or run with an empty "
                   "PYTHONPATH to patch the environment's")
   return prefix, {str(root)}
+
+
+def leftovers(file, tmp):
+  """The temporaries of FILE (TMP.format(its name, PID)) of a run that is
+  gone or this one: regular files, so ours."""
+  return [t for t in file.parent.glob(tmp.format(file.name, "*")) if
+          t.is_file() and not t.is_symlink() and _gone(t.name.split(".")[-2])]
+
+
+def _gone(pid):
+  try:
+    return pid.isdecimal() and (int(pid) == os.getpid() or os.kill(int(pid), 0))
+  except (ProcessLookupError, OverflowError):
+    return True
+  except PermissionError:  # alive: another user's
+    return False
 
 
 def bytecode(root, path, where):
@@ -155,9 +175,7 @@ def bytecode(root, path, where):
 def install(python, what):
   """The command installing WHAT into PYTHON's environment: with its pip,
   else with uv's (a venv made by uv has no pip)."""
-  with contextlib.suppress(OSError):
-    if subprocess.run([python, "-E", "-c", "import importlib.util as u, sys; "
-                       "sys.exit(u.find_spec('pip') is None)"],
-                      capture_output=True, check=False).returncode == 0:
+  with contextlib.suppress(Failure):
+    if probe(python)["pip"]:
       return f"{python} -m pip install {what}"
   return f"uv pip install {what} --python {python}"

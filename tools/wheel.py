@@ -1,17 +1,5 @@
-"""The patched wheel of tools/apply.sh --wheel DIR [--release X].
-
-Writes DIR/optax-<release>+typestable-py3-none-any.whl: the release's files,
-offline first (the installed optax if every file is as its RECORD says, else
-the wheel cache $OPTAX_WHEEL_CACHE, else PyPI; a wheel has the sha256 its
-manifest pins), patched as apply.py patches
-(each file reaches its pinned sha256); METADATA says Version
-<release>+typestable (a PEP 440 local version: optax==<release> still
-matches), in optax-<release>+typestable.dist-info, RECORD regenerated. The
-checks run on the release's files (before) and the wheel's (after); a wheel
-whose checks regress is not written. Reproducible: entries sorted (the
-dist-info last), dated 1980-01-01, mode 644, stored uncompressed (deflated
-bytes depend on the zlib build): the same release and series give the same
-bytes on every machine.
+"""The wheel of tools/apply.sh --wheel (README: Deploy): the release's files,
+from the installed optax or its wheel, patched, as optax-X+typestable.
 """
 
 import base64
@@ -21,15 +9,19 @@ import io
 import os
 import pathlib
 import shlex
-import tempfile
 import zipfile
 
-import series
 import locate
+import series
 
 LOCAL = "+typestable"  # the local version label of our wheels
 OWN = ("INSTALLER", "REQUESTED", "RECORD", "direct_url.json",  # installers'
        "uv_cache.json")
+TMP = ".{}.{}.tmp"  # .NAME.PID.tmp, beside NAME
+
+
+def file_name(release):
+  return f"optax-{release}{LOCAL}-py3-none-any.whl"
 
 
 def _record_hash(data):
@@ -63,9 +55,11 @@ def _installed(installed, release):
                            "says)" if files else "its RECORD lists no file")
 
 
-def _release(ui, installed, release):
-  """{name: bytes} of RELEASE's wheel but its RECORD, saying from where."""
-  files, why = _installed(installed, release)
+def release_files(found, release, pins):
+  """{name: bytes} of RELEASE's wheel but its RECORD, from the installed
+  optax (FOUND: its [version, __init__.py]) if each is as its RECORD says,
+  else the wheel cache, else PyPI, saying which; those PINS pins checked."""
+  files, why = _installed(found, release)
   if files is None:
     cached = (series.WHEELS / f"optax-{release}-py3-none-any.whl").exists()
     try:  # the cached or downloaded wheel, with its pinned sha256
@@ -73,22 +67,42 @@ def _release(ui, installed, release):
     except series.WheelError as e:  # (a broken manifest: exit 6)
       raise locate.Failure(2, f"{why}; {e}" + ("" if cached else (
           f" (pip download --no-deps -d {series.WHEELS} optax==={release})"))
-                       + ": nothing written") from None
+                           + ": nothing written") from None
     with zipfile.ZipFile(path) as zf:
       files = {i.filename: zf.read(i) for i in zf.infolist() if not
                i.is_dir() and _kept(i.filename, f"optax-{release}.dist-info/")}
     why = ("the wheel cache" if cached else "PyPI, into the wheel cache") + (
         f" ({why}): {path}")
   locate.say(f"optax {release}'s files from {why}")
+  for path, (released, _) in pins.items():
+    if series.sha256(files.get(path, b"")) != released:
+      raise locate.Failure(4, f"{path} of optax {release} is not the "
+                           f"release's (pinned sha256 {released[:12]}): "
+                           "nothing written")
   return files
 
 
+def patched(files, new, release):
+  """The files of our wheel: FILES with NEW's, its METADATA and dist-info
+  saying RELEASE+typestable."""
+  info, ours = (f"optax-{release}{v}.dist-info/" for v in ("", LOCAL))
+  line, meta = f"Version: {release}", files.get(info + "METADATA", b"")
+  if f"\n{line}\n" not in meta.decode():
+    raise locate.Failure(4, f"{info}METADATA does not say {line}")
+  files = dict(files, **new, **{info + "METADATA": meta.decode().replace(
+      f"\n{line}\n", f"\n{line}{LOCAL}\n").encode()})
+  return {(ours + n[len(info):] if n.startswith(info) else n): data
+          for n, data in files.items()}
+
+
 def _zip(files, info):
-  """The bytes of a wheel of FILES, with a RECORD: the same on every run."""
+  """The bytes of a wheel of FILES, with a RECORD in INFO, the same on every
+  machine: entries sorted (INFO last), dated 1980-01-01, mode 644, stored
+  uncompressed (deflated bytes depend on the zlib build)."""
   names = sorted(files, key=lambda n: (n.startswith(info), n))
-  files[info + "RECORD"] = "".join(
+  files = dict(files, **{info + "RECORD": "".join(
       f"{n},{_record_hash(files[n])},{len(files[n])}\n" for n in names
-  ).encode() + f"{info}RECORD,,\n".encode()
+  ).encode() + f"{info}RECORD,,\n".encode()})
   out = io.BytesIO()
   with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
     for name in names + [info + "RECORD"]:
@@ -98,59 +112,15 @@ def _zip(files, info):
   return out.getvalue()
 
 
-def build(ui, python, release, out_dir):
-  """Writes the wheel of RELEASE (default: PYTHON's optax's) into OUT_DIR;
-  UI: the apply module (versions, verdicts, regression, abandoned)."""
-  found = locate.installed(python)
-  if not release and not found:
-    raise locate.Failure(2, f"no optax in the environment of {python}: use "
-                     "--release X")
-  release = release or found[0].replace(LOCAL, "")
-  supported = [t.release for t in series.targets()]
-  if release not in supported:
-    raise locate.Failure(3, f"optax {release} is not a supported release "
-                     f"(supported: {', '.join(supported)}); {ui.GIT_AM}")
-  files, pins = _release(ui, found, release), series.manifest(release)
-  for path, (released, _) in pins.items():
-    if series.sha256(files.get(path, b"")) != released:
-      raise locate.Failure(4, f"{path} of optax {release} is not the release's "
-                       f"(pinned sha256 {released[:12]}): nothing written")
-  contents = ui.versions(series.target(release).folder, pins, dict.fromkeys(
-      pins, "released"), files)
-  info, ours = (f"optax-{release}{v}.dist-info/" for v in ("", LOCAL))
-  version = f"\nVersion: {release}\n"
-  if version not in files.get(info + "METADATA", b"").decode():
-    raise locate.Failure(4, f"{info}METADATA does not say Version: {release}")
-  patched = dict(files, **{p: contents[p]["patched"] for p in pins}, **{
-      info + "METADATA": files[info + "METADATA"].decode().replace(
-          version, f"\nVersion: {release}{LOCAL}\n").encode()})
-  patched = {(ours + n[len(info):] if n.startswith(info) else n): data
-             for n, data in patched.items()}
-  with tempfile.TemporaryDirectory() as tmp:
-    verdicts = {}
-    for label, tree in (("before", files), ("after", patched)):
-      for name, data in tree.items():
-        file = pathlib.Path(tmp, label, name)
-        file.parent.mkdir(parents=True, exist_ok=True)
-        file.write_bytes(data)
-      verdicts[label] = ui.verdicts(python, pathlib.Path(tmp, label), True,
-                                    label)
-  before, after = verdicts["before"], verdicts["after"]
-  reason = ui.regression(before, after)
-  if reason:
-    raise locate.Failure(1, f"{reason}: no wheel written")
-  if isinstance(before, str):
-    locate.say("the checks could not run before: written anyway (every touched "
-           "file has its pinned sha256)")
-  for change in series.behaviour_changes(series.target(release).folder):
-    locate.say(f"behaviour change: {change}")
-  data, whl = _zip(patched, ours), pathlib.Path(
-      out_dir, f"optax-{release}{LOCAL}-py3-none-any.whl").absolute()
+def write(files, release, out_dir, python):
+  """Writes the wheel of FILES (patched()'s) into OUT_DIR, atomically, and
+  says how to install it."""
+  data = _zip(files, f"optax-{release}{LOCAL}.dist-info/")
+  whl = pathlib.Path(out_dir, file_name(release)).absolute()
   whl.parent.mkdir(parents=True, exist_ok=True)
-  for old in whl.parent.glob(f".{whl.name}.*.tmp"):  # of a killed build
-    if ui.abandoned(old.name.split(".")[-2]):
-      old.unlink(missing_ok=True)
-  tmp = whl.with_name(f".{whl.name}.{os.getpid()}.tmp")
+  for old in locate.leftovers(whl, TMP):  # of a killed build
+    old.unlink(missing_ok=True)
+  tmp = whl.with_name(TMP.format(whl.name, os.getpid()))
   try:
     tmp.write_bytes(data)
     os.replace(tmp, whl)
@@ -159,8 +129,8 @@ def build(ui, python, release, out_dir):
   digest = series.sha256(data)
   quoted = shlex.quote(str(whl))  # for a shell, where the commands go
   locate.say(f"wrote {whl}\n  sha256 {digest}\n  requirements.txt: optax @ "
-         f"{whl.as_uri()} --hash=sha256:{digest}\n  install: "
-         f"{locate.install(python, quoted)}\n  read-only or shared optax: pip "
-         f"install --no-deps --target DIR {quoted}; PYTHONPATH=DIR (README: "
-         "Deploy)")
+             f"{whl.as_uri()} --hash=sha256:{digest}\n  install: "
+             f"{locate.install(python, quoted)}\n  read-only or shared optax: "
+             f"pip install --no-deps --target DIR {quoted}; PYTHONPATH=DIR "
+             "(README: Deploy)")
   return 0
