@@ -5,7 +5,10 @@ existing files under optax/); these tests add what a series must be here.
 """
 
 import ast
+import os
 import re
+import subprocess
+import sys
 import zipfile
 
 import pytest
@@ -197,3 +200,14 @@ def test_release_patches_state_their_provenance(folder):
                  for r in releases), patch.name
   for upstream in UPSTREAM:  # upstream commit messages carry none
     assert not any(map(series.fields, series.patch_files(upstream)))
+
+
+@pytest.mark.parametrize("value, cache", [
+    ("", series.REPO / ".cache/wheels"), ("/tmp/w", "/tmp/w")])
+def test_wheel_cache_variable(value, cache):
+  """An empty $OPTAX_WHEEL_CACHE is the default, not the current directory."""
+  said = subprocess.run(
+      [sys.executable, "-c", "import series; print(series.WHEELS)"],
+      cwd=series.REPO / "tools", capture_output=True, text=True, check=True,
+      env=dict(os.environ, OPTAX_WHEEL_CACHE=value)).stdout.strip()
+  assert said == str(cache)

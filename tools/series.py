@@ -27,7 +27,7 @@ import zipfile
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PATCHES = REPO / "patches"
-WHEELS = pathlib.Path(os.environ.get("OPTAX_WHEEL_CACHE", REPO / ".cache/wheels"))
+WHEELS = pathlib.Path(os.environ.get("OPTAX_WHEEL_CACHE") or REPO / ".cache/wheels")
 
 
 class SeriesError(Exception):
