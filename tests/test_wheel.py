@@ -134,7 +134,8 @@ def test_target_tree_of_the_wheel(repo, env, built, tmp_path):
   """pip install --no-deps --target DIR of the wheel: --target DIR --check
   says applied, --revert is refused (exit 2) naming the removal of the
   wheel's dist-info and pip's --target install of optax===X, and changes
-  nothing; that route, with the release and our wheel both on the index,
+  nothing; a modified file: exit 4 naming pip's --target install of the
+  wheel, which mends it; the release route, with the release and our wheel both on the index,
   gives the release back (optax==X would pick X+typestable again)."""
   target = tmp_path / "target"
   installed = _pip(env.python, "install", "--no-deps", "--target", target,
@@ -148,6 +149,15 @@ def test_target_tree_of_the_wheel(repo, env, built, tmp_path):
            f"then ", f"install --no-deps --upgrade --target {target} "
            f"optax==={VERSION}")
   assert files == {p: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+  linesearch = target / LINESEARCH  # modified: the repair is the wheel's
+  linesearch.write_text(linesearch.read_text() + "# mine\n")
+  fix = f"install --no-deps --upgrade --target {target} DIR/{WHEEL}"
+  _refused(_run(repo, "--target", target, "--check", env=env), 4,
+           "modified by someone else", fix)
+  repaired = _pip(env.python, *fix.replace("DIR", str(built[0].parent)).split())
+  assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+  assert linesearch.read_bytes() == files[linesearch]
+  assert _run(repo, "--target", target, "--check", env=env).returncode == 0
   both = tmp_path / "index"
   both.mkdir()
   for whl in (built[0], series.wheel(VERSION)):

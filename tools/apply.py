@@ -250,10 +250,13 @@ def run(args):
                               f"optax==={version}") if args.target else
              locate.install(python, f"--force-reinstall --no-deps "
                             f"optax==={version}"))
-  fix = (f"restore optax {version}'s file in {root}" if args.target else
-         release if not built else locate.install(
-             python, "--force-reinstall --no-deps DIR/"
-             + wheel.file_name(version)) + " (--wheel DIR makes it)")
+  if built:  # a modified file: reinstall the wheel, as it was installed
+    fix = locate.install(python, (
+        f"--no-deps --upgrade --target {root}" if args.target else
+        "--force-reinstall --no-deps") + f" DIR/{wheel.file_name(version)}"
+                         ) + " (--wheel DIR makes it)"
+  else:
+    fix = f"restore optax {version}'s file in {root}" if args.target else release
   if built and args.mode == "revert":
     raise Failure(2, f"optax {version}{wheel.LOCAL} is installed from a "
                   f"patched wheel: to get the release, run: {release}")
