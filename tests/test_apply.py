@@ -618,13 +618,15 @@ def test_owner_group_and_mode_are_kept(repo, env, release):
 
 
 def test_symlinked_file_is_refused(repo, env, tmp_path):
-  """A symlinked touched file: exit 5 for every mode, nothing changed."""
+  """A symlinked touched file: exit 5 for every mode that writes or would,
+  nothing changed; --check reads through it (not applied)."""
   real = tmp_path / "numerics.py"
   shutil.move(env.site / NUMERICS, real)
   (env.site / NUMERICS).symlink_to(real)
   before = _tree(env.site)
-  for args in ((), ("--check",), ("--revert",), ("--dry-run",)):
+  for args in ((), ("--revert",), ("--dry-run",)):
     _refused(_run(repo, *args, env=env), 5, "symlink", NUMERICS)
+  assert _run(repo, "--check", env=env).returncode == 10
   assert _tree(env.site) == before and _sha(real) == PINS[NUMERICS][0]
 
 

@@ -280,7 +280,8 @@ def _uv_venv(path, *install):
 def test_uv_venv_hints_say_uv(repo, tmp_path):
   """A uv venv (no pip): a touched file modified: exit 4, the repair command
   is uv's, and running it gives the release back; uv's --link-mode symlink
-  install: exit 5 naming --link-mode copy and --wheel."""
+  install: exit 5 naming --link-mode copy and --wheel, and --check says
+  not applied (it only reads)."""
   python, uv = _uv_venv(tmp_path / "venv", series.wheel(VERSION))
   linesearch = next((tmp_path / "venv").glob("lib/python*/site-packages")
                     ) / LINESEARCH
@@ -292,10 +293,13 @@ def test_uv_venv_hints_say_uv(repo, tmp_path):
                   series.wheel(VERSION).parent],
                  check=True, env=uv, capture_output=True)
   assert _run(repo, "--check", python=python).returncode == 10
-  python, _ = _uv_venv(tmp_path / "symlinked", "--link-mode", "symlink",
-                       series.wheel(VERSION))
+  # Its own uv cache: uv hardlinks by default, so the first venv's modified
+  # file is in the first cache too.
+  python, _ = _uv_venv(tmp_path / "own-cache" / "symlinked", "--link-mode",
+                       "symlink", series.wheel(VERSION))
   _refused(_run(repo, python=python), 5, "symlink", "--link-mode copy",
            "--wheel DIR")
+  assert _run(repo, "--check", python=python).returncode == 10  # it reads
 
 
 def test_uv_installs_the_wheel(repo, built, tmp_path):

@@ -21,8 +21,9 @@ exit codes (nothing is changed on 2-6; --dry-run: apply's):
    3  unsupported release, or newer and without the fix: git am a checkout
    4  a touched file or optax's version is missing or modified by someone
       else, also while this runs
-   5  a touched file is a symlink, not yours and your group's (unless you
-      are root), or it or its directory is not writable (--wheel: DIR)
+   5  a touched file is a symlink (but for --check), not yours and your
+      group's (unless you are root), or it or its directory is not
+      writable (--wheel: DIR)
    6  patches/ is broken: missing, not UTF-8, invalid, not the pinned sha256
    7  writing failed: the files already replaced were put back
    8  putting files back failed too: the message names those still patched
@@ -56,12 +57,13 @@ OTHER = {"released": "patched", "patched": "released"}
 GIT_AM = "to patch an optax checkout: git am patches/main/*.patch"
 
 
-def classify(root, pins, fix):
+def classify(root, pins, fix, writing):
   """({path: 'released' | 'patched'}, {path: its bytes, read once})."""
   kinds, data = {}, {}
   for path, (released, patched) in pins.items():
     file = root / path
-    if os.path.realpath(file) != os.path.join(os.path.realpath(root), path):
+    if writing and os.path.realpath(file) != os.path.join(
+        os.path.realpath(root), path):
       raise Failure(5, f"refused: {file} is a symlink or under one (uv's "
                     "--link-mode symlink? reinstall with --link-mode copy, or "
                     "install a patched wheel: --wheel DIR)")
@@ -262,7 +264,7 @@ def run(args):
                   f"patched wheel: to get the release, run: {release}")
   rerun = (f"tools/apply.sh {'--target' if args.target else '--python'} "
            f"{args.target or python} --revert (or {fix})")
-  kinds, data = classify(root, pins, fix)
+  kinds, data = classify(root, pins, fix, args.mode != "check")
   goal = "released" if args.mode == "revert" else "patched"
   # Modules other touched ones import first when patching (they only gain
   # definitions), last when reverting: every prefix of the writes runs.
