@@ -408,8 +408,12 @@ def test_bad_interpreters_get_one_line(repo, env, tmp_path):
   text = tmp_path / "not-executable"
   text.write_text(f"#!/bin/sh\nexec {env.python} \"$@\"\n")
   text.chmod(0o644)  # even root cannot execute it
+  answers = tmp_path / "answers-json"  # JSON, but not the probe's answer
+  answers.write_text("#!/bin/sh\necho '{}'\n")
+  answers.chmod(0o755)
   for python, said in (("/bin/true", "not a Python"),
                        ("/bin/echo", "not a Python"),
+                       (answers, "not a Python"),
                        ("/bin/false", "not a Python"),
                        (text, f"cannot run {text}: Permission denied"),
                        (tmp_path, f"cannot run {tmp_path}: Permission denied"),
@@ -429,13 +433,18 @@ def test_bad_interpreters_get_one_line(repo, env, tmp_path):
 
 
 def test_interpreter_with_a_banner(repo, env, tmp_path):
-  """An interpreter printing a banner at start-up: --check still finds the
-  environment's optax, exit 10."""
+  """An interpreter printing at start-up (no newline) and at exit, run from
+  a folder whose random.py and json.py shadow the standard library's:
+  --check still finds the environment's optax, exit 10."""
   wrapper = tmp_path / "python-with-banner"
-  wrapper.write_text("#!/bin/sh\necho 'Welcome to Python (site banner)'\n"
-                     f"exec {env.python} \"$@\"\n")
+  wrapper.write_text(f"#!/bin/sh\nprintf 'Welcome (site banner) '\n"
+                     f"{env.python} \"$@\"; rc=$?\necho Goodbye\nexit $rc\n")
   wrapper.chmod(0o755)
-  checked = _run(repo, "--check", python=wrapper)
+  cwd = tmp_path / "work"
+  cwd.mkdir()
+  for module in ("random.py", "json.py"):
+    (cwd / module).write_text("raise ImportError('shadows the stdlib')\n")
+  checked = _run(repo, "--check", python=wrapper, cwd=cwd)
   assert checked.returncode == 10, checked.stdout + checked.stderr
   assert str(env.site / "optax") in checked.stdout
 
@@ -841,9 +850,11 @@ def test_python_variables_of_the_caller_do_not_matter(repo, env):
   assert helped.returncode == 0 and "exit codes" in helped.stdout
 
 
-def test_version_metadata_missing_or_not_that_of_the_files(repo, env):
+def test_version_metadata_missing_or_not_that_of_the_files(repo, env,
+                                                           tmp_path):
   """optax's metadata without a Version, or with another than its
-  __init__.py's: exit 4, one line, nothing changed. A build of optax main
+  __init__.py's: exit 4, one line, nothing changed (--wheel without a
+  Version: exit 2, asking for --release). A build of optax main
   (__version__ 0.2.9.dev, metadata 0.2.9.dev0) is a newer release: exit 3."""
   meta = next(env.site.glob("optax-*.dist-info")) / "METADATA"
   text = meta.read_text()
@@ -851,6 +862,10 @@ def test_version_metadata_missing_or_not_that_of_the_files(repo, env):
     meta.write_text(text.replace(f"Version: {VERSION}\n", version))
     _refused(_run(repo, env=env), 4, "__init__.py")
     assert _run(repo, "--check", env=env).returncode == 4
+    if not version:
+      _refused(_run(repo, "--wheel", tmp_path / "out", env=env), 2,
+               "--release X")
+      assert not (tmp_path / "out").exists()
   meta.write_text(text)
   _set_version(env, "0.2.9.dev0")
   init = env.site / "optax" / "__init__.py"

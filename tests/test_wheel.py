@@ -25,7 +25,8 @@ import checks
 import series
 # The environments, the stub checks and the helpers of test_apply.py.
 # pylint: disable=g-multiple-import,unused-import,redefined-outer-name
-from test_apply import LINESEARCH, PINS, VERSION, _refused, _repo_copy, _run
+from test_apply import LINESEARCH, PINS, VERSION, _environ, _refused
+from test_apply import _repo_copy, _run
 from test_apply import env, repo, template
 
 WHEEL = f"optax-{VERSION}+typestable-py3-none-any.whl"
@@ -197,7 +198,7 @@ def test_broken_cache_and_killed_build(repo, tmp_path, damage):
   """A cached wheel that is not the release's (truncated, or a valid wheel
   with a file changed): exit 2, one line naming it and its pinned sha256,
   nothing written; a temporary left in DIR by a killed build goes with the
-  next build."""
+  next build; a symlink at a build's own temporary is not written through."""
   python, _ = _venv(tmp_path / "venv")
   bad = tmp_path / "cache" / series.wheel(VERSION).name
   bad.parent.mkdir()
@@ -223,6 +224,17 @@ def test_broken_cache_and_killed_build(repo, tmp_path, damage):
                     series.wheel(VERSION).parent))
   _built(result, tmp_path / "out")
   assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [WHEEL]
+  precious = tmp_path / "precious"  # a symlink at the next build's temporary
+  precious.write_bytes(b"mine")
+  shell = f'ln -s {precious} "$0/.{WHEEL}.$$.tmp" && exec "$@"'  # same PID
+  result = subprocess.run(
+      ["sh", "-c", shell, *map(str, (
+          tmp_path / "out", sys.executable, repo / "tools" / "apply.py",
+          "--python", python, "--wheel", tmp_path / "out", "--release",
+          VERSION))], capture_output=True, text=True, check=False,
+      env=_environ({"OPTAX_WHEEL_CACHE": str(series.wheel(VERSION).parent)}))
+  assert not _built(result, tmp_path / "out")[0].is_symlink()
+  assert precious.read_bytes() == b"mine"
 
 
 def test_installed_by_hash_is_applied(built, tmp_path):
@@ -391,7 +403,8 @@ def test_read_only_route_as_another_user():
 
 @pytest.mark.parametrize("args,code,words", [
     (("--release", VERSION), 2, "--release goes with --wheel"),
-    (("--wheel", "out", "--target", "."), 2, "--target without it"),
+    (("--wheel", "out", "--target", "."), 2,
+     "--wheel does not go with --target"),
     (("--wheel", ""), 2, "non-empty"),
     (("--wheel", "out", "--check"), 2, "not allowed with argument"),
     (("--wheel", "out", "--release", "9.9.9"), 3, "not a supported release"),

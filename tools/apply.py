@@ -202,9 +202,9 @@ def build(python, release, out_dir):
   """--wheel: the files of RELEASE (default: PYTHON's optax's), patched and
   judged as apply judges them, as a wheel in OUT_DIR."""
   found = locate.probe(python)["optax"]
-  if not release and not found:
-    raise Failure(2, f"no optax in the environment of {python}: use "
-                  "--release X")
+  if not release and not (found and found[0]):
+    raise Failure(2, f"no optax (with a version in its metadata) in the "
+                  f"environment of {python}: use --release X")
   release = release or found[0].replace(wheel.LOCAL, "")
   if release not in [t.release for t in series.targets()]:
     raise unsupported(release)
@@ -366,7 +366,8 @@ def main(argv):
     args.mode = "wheel" if args.wheel is not None else args.mode
     if args.release is not None and args.mode != "wheel" or (
         args.mode == "wheel" and args.target):
-      raise Failure(2, "--release goes with --wheel, --target without it")
+      raise Failure(2, "--release goes with --wheel; --wheel does not go with "
+                    "--target")
     return run(args)
   except Failure as e:
     code, msg = e.args

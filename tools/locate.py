@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import series
 
@@ -98,33 +99,44 @@ def version_in(file, line=r"^__version__\s*=\s*['\"]([^'\"]+)['\"]"):
   return m and m.group(1)
 
 
-# An interpreter's answers, as JSON on its last line; ARGV: a tree to put
-# first on sys.path (--target's). "optax" is from its metadata.
-PROBE = """import importlib.metadata as m, importlib.util as u, json, os, sys
-if sys.path[:1] == [""]: del sys.path[0]  # no ./optax
-sys.path[:0] = sys.argv[1:]
-d = next(iter(m.distributions(name="optax")), None)
-s, p = u.find_spec("optax"), sys.pycache_prefix
-print(json.dumps({
-    "optax": d and [d.metadata.get("Version"),
-                    os.fspath(d.locate_file("optax/__init__.py"))],
-    "origin": s and s.origin, "prefix": p and os.path.abspath(p),
-    "pip": u.find_spec("pip") is not None}))"""
+# Run by probe(): argv[1] gets the answer (a file: no banner, nothing printed
+# at exit corrupts it); argv[2:], a tree to put first on sys.path (--target's).
+# Only under -E does it read optax's metadata (where it is installed).
+PROBE = """import sys
+if sys.path[:1] == [""]: del sys.path[0]  # no ./optax, no ./json.py
+import importlib.util as u, json, os
+out = sys.argv[1]
+sys.path[:0] = sys.argv[2:]
+s, p, d = u.find_spec("optax"), sys.pycache_prefix, None
+if sys.flags.ignore_environment:
+  import importlib.metadata as m
+  d = next(iter(m.distributions(name="optax")), None)
+with open(out, "w") as f:
+  json.dump({"optax": d and [d.metadata.get("Version"),
+                             os.fspath(d.locate_file("optax/__init__.py"))],
+             "origin": s and s.origin, "prefix": p and os.path.abspath(p),
+             "pip": u.find_spec("pip") is not None}, f)"""
 
 
 def probe(python, *args, isolated=True):
   """PROBE's answer of PYTHON (ISOLATED: -E, no PYTHON* variable) run with
-  ARGS; Failure 2 if PYTHON is not a Python 3.8+ answering within 120 s."""
-  try:
-    said = subprocess.run(
-        [python, *(["-E"] if isolated else []), "-c", PROBE, *args],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        errors="replace", timeout=120, check=False).stdout
-  except (OSError, subprocess.SubprocessError) as e:  # or TimeoutExpired
-    why = getattr(e, "strerror", 0) or "no answer in 120 s"
-    raise Failure(2, f"cannot run {python}: {why}") from None
-  with contextlib.suppress(ValueError, TypeError, IndexError):
-    return dict(json.loads(said.splitlines()[-1]))  # (after any banner)
+  ARGS (here: a relative pycache prefix is the user's); Failure 2 if PYTHON
+  does not run and answer as a Python 3.8+ within 120 s."""
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, "answer.json")
+    try:
+      subprocess.run([python, *(["-E"] if isolated else []), "-c", PROBE, out,
+                      *args], stdin=subprocess.DEVNULL,
+                     capture_output=True, timeout=120, check=False)
+    except (OSError, subprocess.SubprocessError) as e:  # or TimeoutExpired
+      why = getattr(e, "strerror", 0) or "no answer in 120 s"
+      raise Failure(2, f"cannot run {python}: {why}") from None
+    with contextlib.suppress(OSError, ValueError):
+      with open(out, encoding="utf-8") as f:
+        got = json.load(f)
+      if isinstance(got, dict) and set(got) == {"optax", "origin", "prefix",
+                                                "pip"}:
+        return got
   raise Failure(2, f"not a Python 3.8+ interpreter: {python}")
 
 
@@ -132,7 +144,7 @@ def user_pycache(python, root, target):
   """(sys.pycache_prefix, spellings of ROOT) of PYTHON run with the caller's
   PYTHON* variables; exit 2 if PYTHONPATH makes it import another optax."""
   origin = prefix = None
-  with contextlib.suppress(Failure):  # it ran with -E: no answer, no prefix
+  with contextlib.suppress(Failure):  # PYTHON* variables broke it: no prefix
     got = probe(python, *([str(root)] if target else []), isolated=False)
     origin, prefix = got["origin"], got["prefix"]
   if origin and os.path.realpath(origin) == os.path.realpath(

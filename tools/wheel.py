@@ -58,7 +58,8 @@ def _installed(installed, release):
 def release_files(found, release, pins):
   """{name: bytes} of RELEASE's wheel but its RECORD, from the installed
   optax (FOUND: its [version, __init__.py]) if each is as its RECORD says,
-  else the wheel cache, else PyPI, saying which; those PINS pins checked."""
+  else the wheel cache, else PyPI, saying which; the files PINS pins
+  checked."""
   files, why = _installed(found, release)
   if files is None:
     cached = (series.WHEELS / f"optax-{release}-py3-none-any.whl").exists()
@@ -121,8 +122,10 @@ def write(files, release, out_dir, python):
   for old in locate.leftovers(whl, TMP):  # of a killed build
     old.unlink(missing_ok=True)
   tmp = whl.with_name(TMP.format(whl.name, os.getpid()))
+  tmp.unlink(missing_ok=True)  # this PID's name: ours, even as a symlink
   try:
-    tmp.write_bytes(data)
+    with open(tmp, "xb") as f:
+      f.write(data)
     os.replace(tmp, whl)
   finally:
     tmp.unlink(missing_ok=True)
