@@ -29,7 +29,8 @@ exit codes (nothing is changed on 2-6; --dry-run: apply's):
    8  putting files back failed too: the message names those still patched
   10  --check: not applied (as released)
   11  --check: partly applied (an interrupted run; apply or --revert ends it)
- 130  interrupted (Ctrl-C, SIGTERM, SIGHUP): rerun apply or --revert
+ 130  interrupted (Ctrl-C, SIGTERM, SIGHUP): rerun it (--wheel: nothing
+      written), or --revert
 Test hooks: $OPTAX_TYPESTABLE_STOP_AT=checks-before, temps-written, replaced-N
 or checks-after makes it SIGSTOP itself there; $OPTAX_TYPESTABLE_CHECKS=FILE
 runs FILE in place of tools/checks.py (same arguments and --json file).
@@ -258,7 +259,8 @@ def run(args):
         "--force-reinstall --no-deps") + f" DIR/{wheel.file_name(version)}"
                          ) + " (--wheel DIR makes it)"
   else:
-    fix = f"restore optax {version}'s file in {root}" if args.target else release
+    fix = (f"restore optax {version}'s file in {root}" if args.target else
+           release)
   if built and args.mode == "revert":
     raise Failure(2, f"optax {version}{wheel.LOCAL} is installed from a "
                   f"patched wheel: to get the release, run: {release}")
@@ -376,7 +378,8 @@ def main(argv):
   except OSError as e:
     code, msg = 5, f"{e.filename or 'OS'}: {e.strerror or e}: nothing changed"
   except KeyboardInterrupt:
-    code, msg = 130, "interrupted: rerun apply or --revert to complete it"
+    code, msg = 130, ("interrupted: rerun it, or --revert (--wheel: nothing "
+                      "written)")
   say(f"apply.py: {msg}", file=sys.stderr)
   return code
 

@@ -87,10 +87,10 @@ def patched(files, new, release):
   """The files of our wheel: FILES with NEW's, its METADATA and dist-info
   saying RELEASE+typestable."""
   info, ours = (f"optax-{release}{v}.dist-info/" for v in ("", LOCAL))
-  line, meta = f"Version: {release}", files.get(info + "METADATA", b"")
-  if f"\n{line}\n" not in meta.decode():
+  line, meta = f"Version: {release}", files.get(info + "METADATA", b"").decode()
+  if f"\n{line}\n" not in meta:
     raise locate.Failure(4, f"{info}METADATA does not say {line}")
-  files = dict(files, **new, **{info + "METADATA": meta.decode().replace(
+  files = dict(files, **new, **{info + "METADATA": meta.replace(
       f"\n{line}\n", f"\n{line}{LOCAL}\n").encode()})
   return {(ours + n[len(info):] if n.startswith(info) else n): data
           for n, data in files.items()}
