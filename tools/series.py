@@ -227,10 +227,15 @@ def manifest(release):
   return pins
 
 
+def wheel_name(version):
+  """The file name of optax VERSION's wheel: PyPI's, or X+typestable ours."""
+  return f"optax-{version}-py3-none-any.whl"
+
+
 def wheel(release):
   """The path of RELEASE's optax wheel, downloaded from PyPI once; its sha256
   is the one its manifest pins (once there is one: write_manifest)."""
-  found = WHEELS / f"optax-{release}-py3-none-any.whl"  # as on PyPI
+  found = WHEELS / wheel_name(release)
   pinned = PATCHES / "manifest" / f"{release}.sha256"
   pin = _pins(pinned).get(found.name, "") if pinned.exists() else None
   if pin == "":

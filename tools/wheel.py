@@ -21,7 +21,7 @@ TMP = ".{}.{}.tmp"  # .NAME.PID.tmp, beside NAME
 
 
 def file_name(release):
-  return f"optax-{release}{LOCAL}-py3-none-any.whl"
+  return series.wheel_name(release + LOCAL)
 
 
 def _record_hash(data):
@@ -62,7 +62,7 @@ def release_files(found, release, pins):
   checked."""
   files, why = _installed(found, release)
   if files is None:
-    cached = (series.WHEELS / f"optax-{release}-py3-none-any.whl").exists()
+    cached = (series.WHEELS / series.wheel_name(release)).exists()
     try:  # the cached or downloaded wheel, with its pinned sha256
       path = series.wheel(release)
     except series.WheelError as e:  # (a broken manifest: exit 6)
